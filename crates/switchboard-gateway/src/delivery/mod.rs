@@ -1,0 +1,348 @@
+//! Delivery: one worker task per target drains that target's durable queue.
+//!
+//! Architecture Invariant: a target's worker only ever touches its own queue, so a target that
+//! is slow or failing delays nothing but itself. A delivery leaves the queue only after the target
+//! took it (file: written and fsync'd; http: 2xx), or when the policy moves it to the dead-letter
+//! queue; so delivery is at-least-once, and every payload carries the envelope id as an
+//! idempotency key for consumers to deduplicate.
+
+pub mod http;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use switchboard_store::{DeadLetterInfo, Delivery, Store};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{TargetConfig, TargetKind};
+use crate::routing::Router;
+use crate::telemetry;
+use policy::{Attempt, Decision};
+
+/// The longest a worker sleeps without looking at its queue; a safety net, since wake-ups come
+/// from ingest and redrive notifications and from the next scheduled retry.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// How a target takes deliveries.
+#[derive(Debug)]
+pub enum Sender {
+    /// POST to a URL.
+    Http(http::HttpSender),
+    /// Append lines to a file.
+    File(FileSink),
+    /// Print lines.
+    Stdout,
+}
+
+/// An append-only JSONL file.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    file: Mutex<Option<tokio::fs::File>>,
+}
+
+impl FileSink {
+    async fn write_batch(&self, items: &[Delivery]) -> Attempt {
+        let mut guard = self.file.lock().await;
+        if guard.is_none() {
+            if let Some(dir) = self.path.parent() {
+                let _ = tokio::fs::create_dir_all(dir).await;
+            }
+            match tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await
+            {
+                Ok(f) => *guard = Some(f),
+                Err(e) => return io_failure(&self.path, &e),
+            }
+        }
+        let Some(file) = guard.as_mut() else {
+            return io_failure(&self.path, &std::io::Error::other("file not open"));
+        };
+        let mut buf = Vec::with_capacity(items.iter().map(|d| d.payload.len() + 1).sum());
+        for d in items {
+            buf.extend_from_slice(d.payload.as_bytes());
+            buf.push(b'\n');
+        }
+        // The deliveries are completed only after sync_data returns, so a crash can repeat lines
+        // (at-least-once) but never lose one.
+        let res = async {
+            file.write_all(&buf).await?;
+            file.flush().await?;
+            file.sync_data().await
+        }
+        .await;
+        match res {
+            Ok(()) => Attempt::Delivered,
+            Err(e) => {
+                // Reopen next time: the handle may be in a bad state.
+                *guard = None;
+                io_failure(&self.path, &e)
+            }
+        }
+    }
+}
+
+fn io_failure(path: &std::path::Path, e: &std::io::Error) -> Attempt {
+    Attempt::Retryable {
+        code: "IO_ERROR".into(),
+        message: format!("{}: {e}", path.display()),
+        retry_after: None,
+    }
+}
+
+/// A target and the handle that wakes its worker.
+#[derive(Debug)]
+pub struct TargetRuntime {
+    /// Target name.
+    pub name: String,
+    /// Kind (`http`, `file`, `stdout`) for listings.
+    pub kind: &'static str,
+    /// Where it sends.
+    pub sender: Sender,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Deliveries fetched per round.
+    pub batch_size: usize,
+    /// Woken when new deliveries are enqueued.
+    pub notify: Notify,
+}
+
+impl TargetRuntime {
+    /// Builds a target from its configuration; relative file paths are under `data_dir`.
+    pub fn new(cfg: &TargetConfig, data_dir: &std::path::Path) -> Result<Self, String> {
+        let (sender, kind) = match &cfg.kind {
+            TargetKind::Http(h) => (Sender::Http(http::HttpSender::new(h)?), "http"),
+            TargetKind::File { path } => (
+                Sender::File(FileSink {
+                    path: data_dir.join(path),
+                    file: Mutex::new(None),
+                }),
+                "file",
+            ),
+            TargetKind::Stdout => (Sender::Stdout, "stdout"),
+        };
+        Ok(TargetRuntime {
+            name: cfg.name.clone(),
+            kind,
+            sender,
+            concurrency: cfg.concurrency,
+            batch_size: cfg.batch_size,
+            notify: Notify::new(),
+        })
+    }
+
+    async fn attempt_batch(&self, items: &[Delivery]) -> Vec<Attempt> {
+        match &self.sender {
+            Sender::File(f) => {
+                let a = f.write_batch(items).await;
+                vec![a; items.len()]
+            }
+            Sender::Stdout => {
+                let mut out = String::new();
+                for d in items {
+                    out.push_str(&d.payload);
+                    out.push('\n');
+                }
+                let mut stdout = tokio::io::stdout();
+                let res = async {
+                    stdout.write_all(out.as_bytes()).await?;
+                    stdout.flush().await
+                }
+                .await;
+                let a = match res {
+                    Ok(()) => Attempt::Delivered,
+                    Err(e) => io_failure(std::path::Path::new("<stdout>"), &e),
+                };
+                vec![a; items.len()]
+            }
+            Sender::Http(h) => {
+                // A sliding window of `concurrency` requests, results in input order. (Written
+                // without a closure: `stream::iter(..).map(|d| h.send(d))` trips the compiler's
+                // higher-ranked lifetime check once the worker future is spawned.)
+                let mut in_flight = futures::stream::FuturesOrdered::new();
+                let mut rest = items.iter();
+                for d in rest.by_ref().take(self.concurrency.max(1)) {
+                    in_flight.push_back(h.send(d));
+                }
+                let mut out = Vec::with_capacity(items.len());
+                while let Some(a) = in_flight.next().await {
+                    out.push(a);
+                    if let Some(d) = rest.next() {
+                        in_flight.push_back(h.send(d));
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// All targets by name.
+pub type Targets = Arc<HashMap<String, Arc<TargetRuntime>>>;
+
+/// Wakes the workers of these targets.
+pub fn wake<'a>(targets: &Targets, names: impl IntoIterator<Item = &'a str>) {
+    for n in names {
+        if let Some(t) = targets.get(n) {
+            t.notify.notify_one();
+        }
+    }
+}
+
+/// Runs one target's worker until `cancel` fires; the batch in hand is finished first.
+pub async fn run_worker(
+    target: Arc<TargetRuntime>,
+    store: Store,
+    router: Arc<Router>,
+    cancel: CancellationToken,
+) {
+    let mut store_backoff = Duration::from_millis(100);
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let now = now_ms();
+        let due = match store.due(&target.name, now, target.batch_size).await {
+            Ok(d) => {
+                store_backoff = Duration::from_millis(100);
+                d
+            }
+            Err(e) => {
+                tracing::error!(target = %target.name, error = %e, "reading the delivery queue failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(store_backoff) => {}
+                    _ = cancel.cancelled() => break,
+                }
+                store_backoff = (store_backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if due.is_empty() {
+            let wait = match store.next_due_at(&target.name).await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(MAX_IDLE)
+                }
+                _ => MAX_IDLE,
+            };
+            tokio::select! {
+                _ = target.notify.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => break,
+            }
+            continue;
+        }
+        process_batch(&target, &store, &router, due).await;
+    }
+}
+
+async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, due: Vec<Delivery>) {
+    let now = now_ms();
+    let mut send = Vec::with_capacity(due.len());
+    for d in due {
+        let policy = router.retry_policy(&d.rule, &d.target);
+        if policy::expired(&policy, d.enqueued_at_ms, now) {
+            let info = DeadLetterInfo {
+                error_code: "EVENT_EXPIRED".into(),
+                error_message: "event is older than MaximumEventAgeInSeconds".into(),
+                exhausted_condition: Some("MaximumEventAgeInSeconds".into()),
+                retry_attempts: d.attempts.saturating_sub(1),
+            };
+            dead_letter(store, target, &d, info).await;
+        } else {
+            send.push(d);
+        }
+    }
+    if send.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let attempts = target.attempt_batch(&send).await;
+    let elapsed = started.elapsed();
+    let now = now_ms();
+    // Decide everything first: the thread-local RNG must not be held across an await.
+    let decisions: Vec<Decision> = {
+        let mut rng = rand::rng();
+        send.iter()
+            .zip(attempts)
+            .map(|(d, attempt)| {
+                let outcome = match &attempt {
+                    Attempt::Delivered => "delivered",
+                    Attempt::Retryable { .. } => "retryable_error",
+                    Attempt::Fatal { .. } => "fatal_error",
+                };
+                telemetry::delivery(&target.name, outcome, elapsed);
+                let policy = router.retry_policy(&d.rule, &d.target);
+                policy::decide(
+                    &policy,
+                    attempt,
+                    d.attempts,
+                    d.enqueued_at_ms,
+                    now,
+                    &mut rng,
+                )
+            })
+            .collect()
+    };
+    let mut done = Vec::new();
+    for (d, decision) in send.iter().zip(decisions) {
+        match decision {
+            Decision::Complete => {
+                telemetry::delivery_latency(&target.name, now - d.enqueued_at_ms);
+                done.push(d.seq);
+            }
+            Decision::Retry { at_ms, error } => {
+                tracing::debug!(target = %target.name, event = %d.event_id, %error, "delivery failed, will retry");
+                if let Err(e) = store.reschedule(d.seq, d.attempts + 1, at_ms, error).await {
+                    tracing::error!(target = %target.name, error = %e, "rescheduling failed; the delivery stays due");
+                }
+            }
+            Decision::DeadLetter {
+                code,
+                message,
+                exhausted,
+                retry_attempts,
+            } => {
+                let info = DeadLetterInfo {
+                    error_code: code,
+                    error_message: message,
+                    exhausted_condition: exhausted.map(String::from),
+                    retry_attempts,
+                };
+                dead_letter(store, target, d, info).await;
+            }
+        }
+    }
+    if !done.is_empty()
+        && let Err(e) = store.complete(done).await
+    {
+        // Left in the queue, the deliveries will be sent again: a duplicate, never a loss.
+        tracing::error!(target = %target.name, error = %e, "completing deliveries failed");
+    }
+}
+
+async fn dead_letter(store: &Store, target: &TargetRuntime, d: &Delivery, info: DeadLetterInfo) {
+    tracing::warn!(
+        target = %target.name, rule = %d.rule, event = %d.event_id,
+        code = %info.error_code, exhausted = ?info.exhausted_condition,
+        "delivery moved to the dead-letter queue"
+    );
+    telemetry::dead_lettered(&target.name);
+    if let Err(e) = store.dead_letter(d.seq, info).await {
+        tracing::error!(target = %target.name, error = %e, "dead-lettering failed; the delivery stays due");
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}

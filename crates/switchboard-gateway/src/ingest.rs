@@ -1,0 +1,229 @@
+//! HTTP ingest: one request is one pass through verify → normalize → route → dedup + persist → ack.
+//!
+//! The order of checks is chosen so that the cheapest refusal comes first and nothing is parsed
+//! before it is authenticated: declared size (413), content type (415), body read under the limit
+//! (413), signature over the raw bytes (401), JSON depth and parse (400), normalization (400).
+//! Only then is the event routed and handed to the store, and the answer waits for the fsync.
+//! Status codes follow DESIGN.md's ack table: a 4xx stops the sender's retries, a 5xx asks for one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use switchboard_event::{NormalizeContext, NormalizeOptions};
+use switchboard_store::{DedupClaim, IngestOutcome, NewEvent, StoreError};
+use switchboard_verify::{HeaderLookup, Verifier};
+
+use crate::AppState;
+use crate::delivery::{now_ms, wake};
+use crate::error::ApiError;
+use crate::telemetry;
+
+/// A configured HTTP source at run time.
+#[derive(Debug)]
+pub struct SourceRuntime {
+    /// Name (metrics, store).
+    pub name: String,
+    /// URL path.
+    pub path: String,
+    /// Scheme name for listings.
+    pub scheme: &'static str,
+    /// Signature / credential check.
+    pub verifier: Verifier,
+    /// Normalizer settings.
+    pub normalize: NormalizeOptions,
+    /// Dedup window.
+    pub dedup_ttl_ms: i64,
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl HeaderLookup for Headers<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_bytes())
+    }
+}
+
+/// The axum handler for one source.
+pub async fn handle(
+    State(app): State<Arc<AppState>>,
+    source: Arc<SourceRuntime>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (outcome, resp) = match ingest(&app, &source, &headers, body).await {
+        Ok(Ack { id, duplicate }) => {
+            let status = if duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            let body = axum::Json(serde_json::json!({"id": id, "duplicate": duplicate}));
+            (
+                if duplicate { "duplicate" } else { "accepted" },
+                (status, body).into_response(),
+            )
+        }
+        Err(e) => (e.code, e.into_response()),
+    };
+    telemetry::ingest(&source.name, outcome, started.elapsed());
+    resp
+}
+
+struct Ack {
+    id: String,
+    duplicate: bool,
+}
+
+async fn ingest(
+    app: &AppState,
+    source: &SourceRuntime,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Ack, ApiError> {
+    let limit = app.config.config.server.max_body_bytes;
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "the gateway is shutting down",
+            app.retry_after,
+        ));
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large(limit));
+    }
+    check_content_type(headers)?;
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                "body_read_failed",
+                format!("could not read the body: {e}"),
+            ));
+        }
+    };
+
+    let verified = source
+        .verifier
+        .verify(&Headers(headers), &bytes, now_ms() / 1000)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+
+    switchboard_event::check_json_depth(&bytes, app.config.config.server.max_json_depth)
+        .map_err(|e| ApiError::bad_request("json_too_deep", e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "not_an_object",
+            "body must be a JSON object",
+        ));
+    }
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let received = now_ms();
+    let received_at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(received) * 1_000_000)
+            .map_err(ApiError::internal)?;
+    let ctx = NormalizeContext {
+        new_id: &id,
+        delivery_id: verified.delivery_id.as_deref(),
+        received_at,
+    };
+    let normalized = switchboard_event::normalize(value, &ctx, &source.normalize)
+        .map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
+
+    let ingestion_time = received_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)?;
+    let (deliveries, failures) = app.router.route(&normalized.envelope, &ingestion_time);
+    for f in &failures {
+        telemetry::route_failure(&f.target);
+        tracing::warn!(rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; no delivery for this target");
+    }
+    let targets: Vec<String> = deliveries.iter().map(|d| d.target.clone()).collect();
+    let event = NewEvent {
+        id: normalized.id.clone(),
+        source: source.name.clone(),
+        received_at_ms: received,
+        dedup: normalized.dedup_key.map(|key| DedupClaim {
+            key,
+            ttl_ms: source.dedup_ttl_ms,
+        }),
+        envelope: normalized.envelope.to_string(),
+        deliveries,
+    };
+    match app.store.ingest(event).await {
+        Ok(IngestOutcome::Stored) => {
+            wake(&app.targets, targets.iter().map(String::as_str));
+            Ok(Ack {
+                id: normalized.id,
+                duplicate: false,
+            })
+        }
+        Ok(IngestOutcome::Duplicate { original_id }) => Ok(Ack {
+            id: original_id,
+            duplicate: true,
+        }),
+        Err(StoreError::Busy) => Err(ApiError::unavailable(
+            "store_busy",
+            "too many events in flight; retry later",
+            app.retry_after,
+        )),
+        Err(StoreError::ShuttingDown) => Err(ApiError::unavailable(
+            "shutting_down",
+            "the gateway is shutting down",
+            app.retry_after,
+        )),
+        Err(e) => {
+            // A store that failed an fsync refuses all writes until restarted (fail-stop); the
+            // sender must keep the event and retry, so this is a 503, never a 2xx.
+            tracing::error!(error = %e, "store refused the event");
+            Err(ApiError::unavailable(
+                "store_unavailable",
+                "the event store is unavailable",
+                app.retry_after,
+            ))
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("body exceeds {limit} bytes"),
+    )
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type must be application/json, got {ct:?}"),
+        ))
+    }
+}

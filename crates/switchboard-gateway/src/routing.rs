@@ -1,0 +1,127 @@
+//! Rules → deliveries: the one place an envelope meets the rules.
+//!
+//! Routing runs on the ingest path, before persistence, so that an event and the deliveries it
+//! causes are written in one transaction: once acknowledged, every matching target will get it
+//! even if the process dies the next instant. Matching cost grows with the event, not with the
+//! number of rules (the compiled matcher of `switchboard-pattern`).
+
+use std::collections::HashMap;
+
+use switchboard_pattern::{Matcher, TransformContext};
+use switchboard_store::NewDelivery;
+
+use crate::config::{RetryPolicyConfig, ValidRule};
+
+/// The compiled rule set.
+#[derive(Debug)]
+pub struct Router {
+    matcher: Matcher,
+    /// Rules that match every event (no pattern); kept apart because the matcher needs a pattern.
+    match_all: Vec<usize>,
+    rules: Vec<ValidRule>,
+    by_name: HashMap<String, usize>,
+    arn_prefix: String,
+}
+
+/// Why routing one event failed for one target.
+#[derive(Debug)]
+pub struct RouteFailure {
+    /// Rule name.
+    pub rule: String,
+    /// Target name.
+    pub target: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Router {
+    /// Compiles the enabled rules.
+    pub fn new(rules: Vec<ValidRule>, region: &str, account: &str) -> Self {
+        let mut matcher = Matcher::new();
+        let mut match_all = Vec::new();
+        let mut by_name = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            by_name.insert(rule.name.clone(), i);
+            if !rule.enabled {
+                continue;
+            }
+            match &rule.pattern {
+                Some(p) => matcher.add_rule(&rule.name, p),
+                None => match_all.push(i),
+            }
+        }
+        Router {
+            matcher,
+            match_all,
+            rules,
+            by_name,
+            arn_prefix: format!("arn:switchboard:events:{region}:{account}:rule/"),
+        }
+    }
+
+    /// The rules, in configuration order.
+    pub fn rules(&self) -> &[ValidRule] {
+        &self.rules
+    }
+
+    /// The retry policy of a (rule, target) pair; the default when the rule is gone (redriven
+    /// letters may outlive a configuration change).
+    pub fn retry_policy(&self, rule: &str, target: &str) -> RetryPolicyConfig {
+        self.by_name
+            .get(rule)
+            .and_then(|&i| self.rules[i].targets.iter().find(|t| t.target == target))
+            .map(|t| t.retry)
+            .unwrap_or_default()
+    }
+
+    /// Deliveries for one normalized envelope. Transformation failures are returned apart so the
+    /// caller can count and log them; they do not stop the other targets.
+    pub fn route(
+        &self,
+        envelope: &serde_json::Value,
+        ingestion_time: &str,
+    ) -> (Vec<NewDelivery>, Vec<RouteFailure>) {
+        let mut out = Vec::new();
+        let mut failures = Vec::new();
+        let matched = self.matcher.matches_value(envelope);
+        let indexes = self.match_all.iter().copied().chain(
+            matched
+                .iter()
+                .filter_map(|name| self.by_name.get(*name).copied()),
+        );
+        let mut compact: Option<String> = None;
+        for i in indexes {
+            let rule = &self.rules[i];
+            let rule_arn = format!("{}{}", self.arn_prefix, rule.name);
+            for t in &rule.targets {
+                let payload = if matches!(t.input, switchboard_pattern::TargetInput::MatchedEvent) {
+                    // Most targets take the whole envelope; serialize it once per event.
+                    compact.get_or_insert_with(|| envelope.to_string()).clone()
+                } else {
+                    let ctx = TransformContext {
+                        rule_name: &rule.name,
+                        rule_arn: &rule_arn,
+                        ingestion_time,
+                    };
+                    match t.input.apply(envelope, &ctx) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            failures.push(RouteFailure {
+                                rule: rule.name.clone(),
+                                target: t.target.clone(),
+                                message: e.to_string(),
+                            });
+                            continue;
+                        }
+                    }
+                };
+                out.push(NewDelivery {
+                    target: t.target.clone(),
+                    rule: rule.name.clone(),
+                    payload,
+                });
+            }
+        }
+        (out, failures)
+    }
+}

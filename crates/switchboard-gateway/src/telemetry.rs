@@ -1,0 +1,83 @@
+//! Metrics: every name and label the gateway exports, in one place.
+//!
+//! Label values are bounded sets (source and target names from the configuration, fixed outcome
+//! words), so the Prometheus series count cannot grow with traffic.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle. Several gateways in
+/// one process (tests) share it; if another recorder was installed first, `/metrics` is empty.
+pub fn init() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0, 60.0, 300.0,
+                    ],
+                )
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// One ingest request finished with `outcome` (`accepted`, `duplicate`, `unauthorized`, …).
+pub fn ingest(source: &str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("switchboard_ingest_requests_total", "source" => source.to_string(), "outcome" => outcome).increment(1);
+    metrics::histogram!("switchboard_ingest_ack_seconds", "source" => source.to_string())
+        .record(elapsed.as_secs_f64());
+    if outcome == "duplicate" {
+        metrics::counter!("switchboard_ingest_duplicates_total", "source" => source.to_string())
+            .increment(1);
+    }
+}
+
+/// A transformation failed while routing.
+pub fn route_failure(target: &str) {
+    metrics::counter!("switchboard_route_failures_total", "target" => target.to_string())
+        .increment(1);
+}
+
+/// One delivery attempt finished.
+pub fn delivery(target: &str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("switchboard_deliveries_total", "target" => target.to_string(), "outcome" => outcome).increment(1);
+    metrics::histogram!("switchboard_delivery_attempt_seconds", "target" => target.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A delivery succeeded `ms` after its event was enqueued (end-to-end latency).
+pub fn delivery_latency(target: &str, ms: i64) {
+    metrics::histogram!("switchboard_delivery_latency_seconds", "target" => target.to_string())
+        .record(ms.max(0) as f64 / 1000.0);
+}
+
+/// A delivery went to the dead-letter queue.
+pub fn dead_lettered(target: &str) {
+    metrics::counter!("switchboard_dead_lettered_total", "target" => target.to_string())
+        .increment(1);
+}
+
+/// Current queue and DLQ depths.
+pub fn depths(
+    queue: &std::collections::BTreeMap<String, u64>,
+    dlq: &std::collections::BTreeMap<String, u64>,
+    targets: &[String],
+) {
+    for t in targets {
+        metrics::gauge!("switchboard_queue_depth", "target" => t.clone())
+            .set(queue.get(t).copied().unwrap_or(0) as f64);
+        metrics::gauge!("switchboard_dlq_depth", "target" => t.clone())
+            .set(dlq.get(t).copied().unwrap_or(0) as f64);
+    }
+}

@@ -1,0 +1,644 @@
+//! The store's API end to end on a real file in a temp dir.
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use common::{ev, open};
+use switchboard_store::{
+    DeadLetterInfo, DlqFilter, IngestOutcome, RedriveSelector, Store, StoreError, StoreOptions,
+};
+
+/// Polls a future once: enough to make `ingest` enqueue its command (its `try_send` runs on
+/// the first poll) without waiting for the answer. No sleeps, no scheduler assumptions.
+fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn dl(code: &str) -> DeadLetterInfo {
+    DeadLetterInfo {
+        error_code: code.into(),
+        error_message: format!("{code} happened"),
+        exhausted_condition: Some("MaximumRetryAttempts".into()),
+        retry_attempts: 3,
+    }
+}
+
+#[tokio::test]
+async fn ingest_due_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let out = s.ingest(ev("e1", None, 100, &["a", "b"])).await.unwrap();
+    assert_eq!(out, IngestOutcome::Stored);
+    assert!(s.due("a", 99, 10).await.unwrap().is_empty());
+    let due = s.due("a", 100, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let d = &due[0];
+    assert_eq!(
+        (d.event_id.as_str(), d.target.as_str(), d.rule.as_str()),
+        ("e1", "a", "rule-a")
+    );
+    assert_eq!(d.payload, r#"{"id":"e1","to":"a"}"#);
+    assert_eq!(
+        (d.attempts, d.enqueued_at_ms, d.next_attempt_at_ms),
+        (0, 100, 100)
+    );
+    assert_eq!(s.next_due_at("a").await.unwrap(), Some(100));
+    let depths = s.queue_depths().await.unwrap();
+    assert_eq!(depths.get("a"), Some(&1));
+    assert_eq!(depths.get("b"), Some(&1));
+    assert_eq!(s.due("a", 100, 0).await.unwrap(), vec![]);
+
+    s.complete(vec![d.seq]).await.unwrap();
+    assert!(s.due("a", i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(s.next_due_at("a").await.unwrap(), None);
+    assert_eq!(s.due("b", 100, 10).await.unwrap().len(), 1);
+    // Completing again is harmless.
+    s.complete(vec![d.seq]).await.unwrap();
+
+    let stored = s.get_event("e1").await.unwrap().unwrap();
+    assert_eq!(stored.envelope, r#"{"id":"e1","detail":{}}"#);
+    assert_eq!(stored.received_at_ms, 100);
+    assert!(s.get_event("nope").await.unwrap().is_none());
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reschedule_and_due_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for (i, at) in [(1, 300), (2, 100), (3, 200)] {
+        s.ingest(ev(&format!("e{i}"), None, at, &["t"]))
+            .await
+            .unwrap();
+    }
+    let ids = |v: &[switchboard_store::Delivery]| {
+        v.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>()
+    };
+    let due = s.due("t", 1_000, 10).await.unwrap();
+    assert_eq!(ids(&due), ["e2", "e3", "e1"]);
+    assert_eq!(ids(&s.due("t", 1_000, 2).await.unwrap()), ["e2", "e3"]);
+
+    let e2 = due[0].seq;
+    s.reschedule(e2, 1, 5_000, "HTTP 503".into()).await.unwrap();
+    assert_eq!(ids(&s.due("t", 1_000, 10).await.unwrap()), ["e3", "e1"]);
+    let later = s.due("t", 5_000, 10).await.unwrap();
+    assert_eq!(ids(&later), ["e3", "e1", "e2"]);
+    assert_eq!(later[2].attempts, 1);
+    assert_eq!(later[2].next_attempt_at_ms, 5_000);
+    assert_eq!(s.next_due_at("t").await.unwrap(), Some(200));
+
+    assert!(matches!(
+        s.reschedule(9_999, 1, 0, String::new()).await,
+        Err(StoreError::UnknownDelivery(9_999))
+    ));
+    assert!(matches!(
+        s.dead_letter(9_999, dl("x")).await,
+        Err(StoreError::UnknownDelivery(9_999))
+    ));
+    // A failed command in a batch leaves the store healthy.
+    assert!(s.is_healthy());
+}
+
+#[tokio::test]
+async fn dlq_pagination_and_redrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..25 {
+        let target = if i % 5 == 0 { "b" } else { "a" };
+        s.ingest(ev(&format!("e{i:02}"), None, i, &[target]))
+            .await
+            .unwrap();
+    }
+    let mut seqs = Vec::new();
+    for t in ["a", "b"] {
+        seqs.extend(s.due(t, 1_000, 100).await.unwrap());
+    }
+    seqs.sort_by_key(|d| d.event_id.clone());
+    for (i, d) in seqs.iter().enumerate() {
+        s.dead_letter_at(
+            d.seq,
+            dl(if i < 20 { "http_5xx" } else { "timeout" }),
+            1_000 + i as i64,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(s.due("a", i64::MAX, 100).await.unwrap().is_empty());
+    let depths = s.dlq_depths().await.unwrap();
+    assert_eq!((depths["a"], depths["b"]), (20, 5));
+
+    // Three pages of 10, 10, 5, in id order, no overlaps.
+    let mut token = None;
+    let mut sizes = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        let page = s.list_dlq(DlqFilter::default(), token, 10).await.unwrap();
+        sizes.push(page.items.len());
+        all.extend(page.items);
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    let ids: Vec<i64> = all.iter().map(|d| d.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(all[0].event_id, "e00");
+    assert_eq!(all[0].error_code, "http_5xx");
+    assert_eq!(
+        all[0].exhausted_condition.as_deref(),
+        Some("MaximumRetryAttempts")
+    );
+    assert_eq!((all[0].retry_attempts, all[0].failed_at_ms), (3, 1_000));
+    assert_eq!(all[0].enqueued_at_ms, 0);
+    assert_eq!(s.get_dlq(all[3].id).await.unwrap().as_ref(), Some(&all[3]));
+    assert_eq!(s.get_dlq(-1).await.unwrap(), None);
+
+    // Filters.
+    let f = |target: Option<&str>, code: Option<&str>, from, to| DlqFilter {
+        target: target.map(Into::into),
+        error_code: code.map(Into::into),
+        failed_from_ms: from,
+        failed_to_ms: to,
+    };
+    for (filter, expected) in [
+        (f(Some("b"), None, None, None), 5),
+        (f(None, Some("timeout"), None, None), 5),
+        (f(None, None, Some(1_010), Some(1_015)), 5),
+        (f(Some("a"), Some("timeout"), None, None), 4),
+        (f(Some("zzz"), None, None, None), 0),
+    ] {
+        let page = s.list_dlq(filter.clone(), None, 100).await.unwrap();
+        assert_eq!(page.items.len(), expected, "{filter:?}");
+        assert!(page.next_page_token.is_none());
+    }
+
+    // Tokens are checked.
+    for bad in ["", "garbage", "dlq1.x", "aud1.5"] {
+        assert!(
+            matches!(
+                s.list_dlq(DlqFilter::default(), Some(bad.into()), 10).await,
+                Err(StoreError::BadPageToken)
+            ),
+            "{bad}"
+        );
+    }
+
+    // Redrive by id (with an unknown id and a repeat).
+    let r = s
+        .redrive(
+            RedriveSelector::Ids(vec![all[0].id, all[1].id, 424_242, all[0].id]),
+            5_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.moved, 2);
+    assert_eq!(r.missing, vec![424_242]);
+    assert_eq!(r.per_target.get("b"), Some(&1));
+    assert_eq!(r.per_target.get("a"), Some(&1));
+    let due_b = s.due("b", 5_000, 10).await.unwrap();
+    assert_eq!(due_b.len(), 1);
+    assert_eq!(due_b[0].event_id, "e00");
+    assert_eq!(
+        (
+            due_b[0].attempts,
+            due_b[0].next_attempt_at_ms,
+            due_b[0].enqueued_at_ms
+        ),
+        (0, 5_000, 5_000)
+    );
+    assert!(s.due("b", 4_999, 10).await.unwrap().is_empty());
+    assert_eq!(s.get_dlq(all[0].id).await.unwrap(), None);
+
+    // Redrive a time range of one target: failed_at in [1010, 1020) and target a.
+    let r = s
+        .redrive(
+            RedriveSelector::TimeRange {
+                from_ms: 1_010,
+                to_ms: 1_020,
+                target: Some("a".into()),
+            },
+            6_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.moved, 8);
+    assert_eq!(r.per_target.len(), 1);
+    assert_eq!(s.due("a", 6_000, 100).await.unwrap().len(), 9);
+
+    // Redrive all of target b, then everything.
+    let r = s
+        .redrive(
+            RedriveSelector::All {
+                target: Some("b".into()),
+            },
+            7_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.moved, 4); // e05, e10, e15, e20 (e00 went back by id)
+    let r = s
+        .redrive(RedriveSelector::All { target: None }, 8_000)
+        .await
+        .unwrap();
+    assert_eq!(r.moved, 11);
+    assert_eq!(r.per_target.get("a"), Some(&11));
+    assert!(s.dlq_depths().await.unwrap().is_empty());
+    let depths = s.queue_depths().await.unwrap();
+    assert_eq!((depths["a"], depths["b"]), (20, 5));
+    let r = s
+        .redrive(RedriveSelector::All { target: None }, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(r.moved, 0);
+    // Redriven rows keep their ids' order: due order is by due time then seq.
+    let due_a = s.due("a", 8_000, 100).await.unwrap();
+    assert!(
+        due_a
+            .windows(2)
+            .all(|w| (w[0].next_attempt_at_ms, w[0].seq) < (w[1].next_attempt_at_ms, w[1].seq))
+    );
+}
+
+#[tokio::test]
+async fn audit_pagination_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut seqs = Vec::new();
+    for i in 0..25 {
+        let seq = s
+            .append_audit(
+                "admin".into(),
+                "dlq.redrive".into(),
+                serde_json::json!({"n": i, "ids": [i, i + 1]}),
+            )
+            .await
+            .unwrap();
+        seqs.push(seq);
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let mut token = None;
+    let mut got = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = s.list_audit(token, 10).await.unwrap();
+        pages += 1;
+        got.extend(page.items);
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let ns: Vec<i64> = got
+        .iter()
+        .map(|a| a.detail["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..25).rev().collect::<Vec<_>>());
+    assert_eq!(got[0].actor, "admin");
+    assert_eq!(got[0].action, "dlq.redrive");
+    assert_eq!(got[0].detail["ids"], serde_json::json!([24, 25]));
+    assert!(got[0].at_ms > 0);
+    assert!(matches!(
+        s.list_audit(Some("dlq1.3".into()), 10).await,
+        Err(StoreError::BadPageToken)
+    ));
+    // A limit of 0 is clamped to 1 rather than returning an empty page with a token.
+    assert_eq!(s.list_audit(None, 0).await.unwrap().items.len(), 1);
+}
+
+/// Runs `(id, dedup key, received_at)` ingests in order (ttl 1000 ms) and checks each outcome:
+/// `None` = stored, `Some(original)` = duplicate of `original`.
+async fn check_dedup(cases: &[(&str, Option<&str>, i64, Option<&str>)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut stored = 0;
+    for (id, key, at, expected) in cases {
+        let before = s.table_counts().await.unwrap();
+        let got = s.ingest(ev(id, *key, *at, &["t"])).await.unwrap();
+        let want = match expected {
+            None => IngestOutcome::Stored,
+            Some(orig) => IngestOutcome::Duplicate {
+                original_id: orig.to_string(),
+            },
+        };
+        assert_eq!(got, want, "case {id} {key:?} at {at}");
+        let after = s.table_counts().await.unwrap();
+        if expected.is_some() {
+            assert_eq!(before, after, "a duplicate must store nothing ({id})");
+        } else {
+            stored += 1;
+        }
+    }
+    assert_eq!(s.table_counts().await.unwrap()["events"], stored);
+    assert_eq!(s.table_counts().await.unwrap()["deliveries"], stored);
+}
+
+#[tokio::test]
+async fn dedup_semantics() {
+    check_dedup(&[
+        ("e1", Some("k"), 0, None),
+        ("e2", Some("k"), 999, Some("e1")),   // inside the window
+        ("e3", Some("k"), 1_000, None),       // expires_at == received_at: expired, replaced
+        ("e4", Some("k"), 1_500, Some("e3")), // the replacement claims a fresh window
+        ("e5", Some("other"), 1_500, None),
+        ("e6", None, 1_500, None),
+        ("e6", None, 1_600, Some("e6")), // same envelope id, no key: duplicate
+        ("e5", Some("fresh"), 1_600, Some("e5")), // same id, new key: still a duplicate
+        ("e7", Some("fresh"), 1_700, None), // and the key was not claimed by it
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn same_batch_duplicate_is_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut first = Box::pin(s.ingest(ev("first", Some("k"), 10, &["t"])));
+    let mut second = Box::pin(s.ingest(ev("second", Some("k"), 10, &["t"])));
+    assert!(poll_once(first.as_mut()).is_pending());
+    assert!(poll_once(second.as_mut()).is_pending());
+    drop(pause); // both are queued: the writer takes them in one batch
+    assert_eq!(first.await.unwrap(), IngestOutcome::Stored);
+    assert_eq!(
+        second.await.unwrap(),
+        IngestOutcome::Duplicate {
+            original_id: "first".into()
+        }
+    );
+    assert!(s.get_event("second").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..10 {
+        s.ingest(ev(
+            &format!("e{i}"),
+            Some(&format!("k{i}")),
+            100,
+            &["a", "b"],
+        ))
+        .await
+        .unwrap();
+    }
+    let d = s.due("a", 100, 1).await.unwrap();
+    s.dead_letter_at(d[0].seq, dl("x"), 200).await.unwrap();
+    s.append_audit("me".into(), "test".into(), serde_json::json!({}))
+        .await
+        .unwrap();
+    let before = s.table_counts().await.unwrap();
+    let clone = s.clone();
+    s.close().await.unwrap();
+    assert!(matches!(
+        clone.ingest(ev("late", None, 1, &[])).await,
+        Err(StoreError::ShuttingDown)
+    ));
+    clone.clone().close().await.unwrap(); // closing twice is fine
+    drop(clone);
+    // close checkpointed with TRUNCATE: the WAL is empty.
+    let wal = dir.path().join("switchboard.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+
+    let s = open(dir.path());
+    assert_eq!(s.table_counts().await.unwrap(), before);
+    assert_eq!(s.due("a", 100, 100).await.unwrap().len(), 9);
+    assert_eq!(s.due("b", 100, 100).await.unwrap().len(), 10);
+    assert_eq!(s.dlq_depths().await.unwrap()["a"], 1);
+    assert_eq!(s.list_audit(None, 10).await.unwrap().items.len(), 1);
+    // Dedup claims survive too.
+    assert_eq!(
+        s.ingest(ev("again", Some("k3"), 500, &["a"]))
+            .await
+            .unwrap(),
+        IngestOutcome::Duplicate {
+            original_id: "e3".into()
+        }
+    );
+    // Seqs are never reused across restarts (AUTOINCREMENT).
+    let max_before = s
+        .due("a", 100, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .max()
+        .unwrap();
+    s.ingest(ev("new", None, 100, &["a"])).await.unwrap();
+    let new_seq = s
+        .due("a", 100, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .max()
+        .unwrap();
+    assert!(new_seq > max_before);
+}
+
+#[tokio::test]
+async fn expire_is_bounded_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // 50 events at t = 0..50 with 1 s dedup keys; 10 recent ones at t = 10_000.
+    for i in 0..50 {
+        s.ingest(ev(&format!("old{i}"), Some(&format!("k{i}")), i, &[]))
+            .await
+            .unwrap();
+    }
+    for i in 0..10 {
+        s.ingest(ev(
+            &format!("new{i}"),
+            Some(&format!("n{i}")),
+            10_000,
+            &["t"],
+        ))
+        .await
+        .unwrap();
+    }
+    // now = 10_500, retention 5_000: old events and old keys go, new ones stay.
+    let first = s.expire(10_500, 5_000, 20).await.unwrap();
+    assert_eq!(
+        (first.dedup_deleted, first.events_deleted, first.more),
+        (20, 20, true)
+    );
+    let mut rounds = 1;
+    loop {
+        let st = s.expire(10_500, 5_000, 20).await.unwrap();
+        rounds += 1;
+        if !st.more {
+            break;
+        }
+        assert!(rounds < 10);
+    }
+    assert_eq!(rounds, 3);
+    let counts = s.table_counts().await.unwrap();
+    assert_eq!((counts["events"], counts["dedup"]), (10, 10));
+    assert!(s.get_event("new3").await.unwrap().is_some());
+    // Expiring events does not touch queued deliveries.
+    assert_eq!(counts["deliveries"], 10);
+    // An expired key is claimable again.
+    assert_eq!(
+        s.ingest(ev("re", Some("k1"), 10_500, &[])).await.unwrap(),
+        IngestOutcome::Stored
+    );
+}
+
+#[tokio::test]
+async fn full_queue_answers_busy_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        queue_capacity: 2,
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), opts).unwrap();
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut a = Box::pin(s.ingest(ev("a", None, 1, &["t"])));
+    let mut b = Box::pin(s.ingest(ev("b", None, 1, &["t"])));
+    assert!(poll_once(a.as_mut()).is_pending());
+    assert!(poll_once(b.as_mut()).is_pending());
+    // Third one: the queue is full and the writer is stalled. Busy on the first poll.
+    let mut c = Box::pin(s.ingest(ev("c", None, 1, &["t"])));
+    assert!(matches!(
+        poll_once(c.as_mut()),
+        Poll::Ready(Err(StoreError::Busy))
+    ));
+    assert!(StoreError::Busy.is_retryable());
+    assert!(s.is_healthy());
+    drop(pause);
+    assert_eq!(a.await.unwrap(), IngestOutcome::Stored);
+    assert_eq!(b.await.unwrap(), IngestOutcome::Stored);
+    assert!(s.get_event("c").await.unwrap().is_none());
+    // Once drained, ingest works again.
+    assert_eq!(
+        s.ingest(ev("c", None, 1, &[])).await.unwrap(),
+        IngestOutcome::Stored
+    );
+}
+
+#[tokio::test]
+async fn failed_commit_is_fail_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.ingest(ev("before", None, 1, &["t"])).await.unwrap();
+    s.test_fail_next_commit();
+    let r = s.ingest(ev("lost", None, 2, &["t"])).await;
+    assert!(matches!(r, Err(StoreError::Failed(_))), "{r:?}");
+    assert!(!s.is_healthy());
+    // Every later call fails too, writes and reads, without silent retries.
+    assert!(matches!(
+        s.ingest(ev("after", None, 3, &["t"])).await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        s.complete(vec![1]).await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        s.append_audit("a".into(), "b".into(), serde_json::Value::Null)
+            .await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        s.due("t", 10, 10).await,
+        Err(StoreError::Failed(_))
+    ));
+    match s.ingest(ev("x", None, 3, &[])).await {
+        Err(StoreError::Failed(msg)) => assert!(msg.contains("injected"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.clone().close().await,
+        Err(StoreError::Failed(_))
+    ));
+    drop(s);
+
+    // A reopen recovers from what is on disk: the acknowledged event, not the failed one.
+    let s = open(dir.path());
+    assert!(s.is_healthy());
+    assert!(s.get_event("before").await.unwrap().is_some());
+    assert!(s.get_event("lost").await.unwrap().is_none());
+    assert_eq!(s.due("t", 10, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_ingests_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.ingest(ev(
+                &format!("c{i}"),
+                Some(&format!("k{}", i % 100)),
+                5,
+                &["t"],
+            ))
+            .await
+            .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        if t.await.unwrap() == IngestOutcome::Stored {
+            stored += 1;
+        }
+    }
+    // 100 distinct keys: exactly one winner each, whatever the batching.
+    assert_eq!(stored, 100);
+    assert_eq!(s.table_counts().await.unwrap()["deliveries"], 100);
+}
+
+#[test]
+fn schema_too_new_and_foreign_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        drop(s);
+    }
+    let db = dir.path().join(switchboard_store::DB_FILE_NAME);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    match Store::open(dir.path(), StoreOptions::default()) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (99, switchboard_store::SCHEMA_VERSION));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let other = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(other.path().join("switchboard.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t(x)").unwrap();
+    drop(conn);
+    assert!(matches!(
+        Store::open(other.path(), StoreOptions::default()),
+        Err(StoreError::NotAStore(_))
+    ));
+
+    for opts in [
+        StoreOptions {
+            max_batch: 0,
+            ..StoreOptions::default()
+        },
+        StoreOptions {
+            queue_capacity: 0,
+            ..StoreOptions::default()
+        },
+    ] {
+        assert!(matches!(
+            Store::open(dir.path(), opts),
+            Err(StoreError::InvalidOptions(_))
+        ));
+    }
+}

@@ -1,0 +1,57 @@
+//! Command definitions (clap) and dispatch.
+
+mod admin_client;
+mod config_check;
+mod dlq;
+pub mod pattern;
+mod send;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Switchboard: a Genesys Cloud event gateway with EventBridge-compatible routing.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (zero-config: 127.0.0.1:8080, ./switchboard-data, one webhook source).
+    Serve(serve::ServeArgs),
+    /// Validate configuration files.
+    Config {
+        #[command(subcommand)]
+        command: config_check::ConfigCommand,
+    },
+    /// Post signed events to a gateway (built-in Genesys events when no file is given).
+    Send(send::SendArgs),
+    /// Inspect and redrive the dead-letter queue through the admin API.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Test an event pattern against an event, like `aws events test-event-pattern`.
+    TestPattern(pattern::TestPatternArgs),
+    /// Apply Input / InputPath / InputTransformer to an event.
+    Transform(pattern::TransformArgs),
+    /// Stream events through rules and count matches per rule.
+    Match(pattern::MatchArgs),
+}
+
+/// Runs the chosen command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config { command } => config_check::run(command),
+        Command::Send(args) => send::run(args),
+        Command::Dlq { command } => dlq::run(command),
+        Command::TestPattern(args) => pattern::test_pattern(&args),
+        Command::Transform(args) => pattern::transform(&args),
+        Command::Match(args) => pattern::match_events(&args),
+    }
+}
