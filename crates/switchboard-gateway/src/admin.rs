@@ -120,7 +120,7 @@ async fn sources(State(app): State<Arc<AppState>>) -> Response {
     let out: Vec<_> = app
         .sources
         .iter()
-        .map(|s| serde_json::json!({"name": s.name, "path": s.path, "scheme": s.scheme, "dedup_window_secs": s.dedup_ttl_ms / 1000}))
+        .map(|s| serde_json::json!({"name": s.name, "path": s.path, "scheme": s.scheme, "dedup_window_secs": s.pipeline.dedup_ttl_ms / 1000}))
         .collect();
     axum::Json(serde_json::json!({ "sources": out })).into_response()
 }
@@ -152,7 +152,15 @@ async fn list_dlq(
         .list_dlq(filter, q.page_token, page_limit(q.limit))
         .await
         .map_err(store_error)?;
-    Ok(axum::Json(page).into_response())
+    let items: Vec<_> = page
+        .items
+        .iter()
+        .map(|d| dead_letter_view(&app, d))
+        .collect();
+    Ok(
+        axum::Json(serde_json::json!({"items": items, "next_page_token": page.next_page_token}))
+            .into_response(),
+    )
 }
 
 async fn get_dlq(
@@ -160,7 +168,7 @@ async fn get_dlq(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     match app.store.get_dlq(id).await.map_err(store_error)? {
-        Some(d) => Ok(axum::Json(d).into_response()),
+        Some(d) => Ok(axum::Json(dead_letter_view(&app, &d)).into_response()),
         None => Err(ApiError::not_found(format!("no dead letter {id}"))),
     }
 }
@@ -269,6 +277,24 @@ async fn audit(
         .await
         .map_err(store_error)?;
     Ok(axum::Json(page).into_response())
+}
+
+/// A dead letter as stored, plus the message attributes EventBridge puts on its DLQ messages, so
+/// tooling written for an SQS dead-letter queue finds the same names.
+fn dead_letter_view(app: &AppState, d: &switchboard_store::DeadLetter) -> serde_json::Value {
+    let mut v = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
+    let mut attrs = serde_json::json!({
+        "RULE_ARN": app.router.rule_arn(&d.rule),
+        "TARGET_ARN": d.target,
+        "ERROR_CODE": d.error_code,
+        "ERROR_MESSAGE": d.error_message,
+        "RETRY_ATTEMPTS": d.retry_attempts,
+    });
+    if let Some(c) = &d.exhausted_condition {
+        attrs["EXHAUSTED_RETRY_CONDITION"] = serde_json::json!(c);
+    }
+    v["attributes"] = attrs;
+    v
 }
 
 fn actor(app: &AppState) -> String {

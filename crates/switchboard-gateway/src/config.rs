@@ -869,6 +869,9 @@ impl Config {
                     "needs secrets, secrets_env or secret_files".into(),
                 ));
             }
+            src.normalize
+                .validate()
+                .map_err(|e| err(span.clone(), key("normalize"), e.to_string()))?;
             if let Some(enc) = &a.encoding
                 && enc != "base64"
                 && enc != "hex"

@@ -1,4 +1,4 @@
-//! HTTP ingest: one request is one pass through verify → normalize → route → dedup + persist → ack.
+//! HTTP ingest: one request is one pass through verify → [`crate::pipeline`] → ack.
 //!
 //! The order of checks is chosen so that the cheapest refusal comes first and nothing is parsed
 //! before it is authenticated: declared size (413), content type (415), body read under the limit
@@ -14,13 +14,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use switchboard_event::{NormalizeContext, NormalizeOptions};
-use switchboard_store::{DedupClaim, IngestOutcome, NewEvent, StoreError};
 use switchboard_verify::{HeaderLookup, Verifier};
 
 use crate::AppState;
-use crate::delivery::{now_ms, wake};
+use crate::delivery::now_ms;
 use crate::error::ApiError;
+use crate::pipeline::{self, PipelineSource};
 use crate::telemetry;
 
 /// A configured HTTP source at run time.
@@ -34,10 +33,8 @@ pub struct SourceRuntime {
     pub scheme: &'static str,
     /// Signature / credential check.
     pub verifier: Verifier,
-    /// Normalizer settings.
-    pub normalize: NormalizeOptions,
-    /// Dedup window.
-    pub dedup_ttl_ms: i64,
+    /// What the pipeline needs to know about the source.
+    pub pipeline: PipelineSource,
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -116,7 +113,7 @@ async fn ingest(
     let verified = source
         .verifier
         .verify(&Headers(headers), &bytes, now_ms() / 1000)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.public_reason()))?;
 
     switchboard_event::check_json_depth(&bytes, app.config.config.server.max_json_depth)
         .map_err(|e| ApiError::bad_request("json_too_deep", e.to_string()))?;
@@ -130,72 +127,18 @@ async fn ingest(
         ));
     }
 
-    let id = uuid::Uuid::new_v4().to_string();
-    let received = now_ms();
-    let received_at =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(received) * 1_000_000)
-            .map_err(ApiError::internal)?;
-    let ctx = NormalizeContext {
-        new_id: &id,
-        delivery_id: verified.delivery_id.as_deref(),
-        received_at,
-    };
-    let normalized = switchboard_event::normalize(value, &ctx, &source.normalize)
-        .map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
-
-    let ingestion_time = received_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(ApiError::internal)?;
-    let (deliveries, failures) = app.router.route(&normalized.envelope, &ingestion_time);
-    for f in &failures {
-        telemetry::route_failure(&f.target);
-        tracing::warn!(rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; no delivery for this target");
-    }
-    let targets: Vec<String> = deliveries.iter().map(|d| d.target.clone()).collect();
-    let event = NewEvent {
-        id: normalized.id.clone(),
-        source: source.name.clone(),
-        received_at_ms: received,
-        dedup: normalized.dedup_key.map(|key| DedupClaim {
-            key,
-            ttl_ms: source.dedup_ttl_ms,
-        }),
-        envelope: normalized.envelope.to_string(),
-        deliveries,
-    };
-    match app.store.ingest(event).await {
-        Ok(IngestOutcome::Stored) => {
-            wake(&app.targets, targets.iter().map(String::as_str));
-            Ok(Ack {
-                id: normalized.id,
-                duplicate: false,
-            })
-        }
-        Ok(IngestOutcome::Duplicate { original_id }) => Ok(Ack {
-            id: original_id,
-            duplicate: true,
-        }),
-        Err(StoreError::Busy) => Err(ApiError::unavailable(
-            "store_busy",
-            "too many events in flight; retry later",
-            app.retry_after,
-        )),
-        Err(StoreError::ShuttingDown) => Err(ApiError::unavailable(
-            "shutting_down",
-            "the gateway is shutting down",
-            app.retry_after,
-        )),
-        Err(e) => {
-            // A store that failed an fsync refuses all writes until restarted (fail-stop); the
-            // sender must keep the event and retry, so this is a 503, never a 2xx.
-            tracing::error!(error = %e, "store refused the event");
-            Err(ApiError::unavailable(
-                "store_unavailable",
-                "the event store is unavailable",
-                app.retry_after,
-            ))
-        }
-    }
+    let accepted = pipeline::accept(
+        app,
+        &source.pipeline,
+        value,
+        verified.delivery_id.as_deref(),
+    )
+    .await
+    .map_err(|r| r.into_api_error(app.retry_after))?;
+    Ok(Ack {
+        id: accepted.id,
+        duplicate: accepted.duplicate,
+    })
 }
 
 fn too_large(limit: usize) -> ApiError {

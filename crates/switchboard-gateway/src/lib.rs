@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, its defaults and validation.
-//! - [`ingest`]: the HTTP source handler (verify → normalize → route → persist → ack).
+//! - [`ingest`]: the HTTP source handler (verify, then the pipeline, then the ack).
+//! - [`pipeline`]: normalize → route → dedup + persist, shared by every source.
 //! - [`routing`]: rules compiled into one matcher; an envelope in, deliveries out.
 //! - [`delivery`]: one worker per target draining its durable queue; the retry/DLQ policy.
 //! - [`admin`]: `/admin/*` — targets, rules, DLQ, redrive, audit.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod ingest;
+pub mod pipeline;
 pub mod routing;
 pub mod telemetry;
 
@@ -446,10 +448,13 @@ fn build_source(
             path: s.path.clone(),
             scheme: scheme_name,
             verifier,
-            normalize: s.normalize.clone(),
-            dedup_ttl_ms: i64::try_from(window)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
+            pipeline: pipeline::PipelineSource {
+                name: s.name.clone(),
+                normalize: s.normalize.clone(),
+                dedup_ttl_ms: i64::try_from(window)
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000),
+            },
         },
         generated,
     ))

@@ -64,6 +64,11 @@ impl Router {
         &self.rules
     }
 
+    /// The ARN-style name of a rule, as put in `RULE_ARN` and `<aws.events.rule-arn>`.
+    pub fn rule_arn(&self, rule: &str) -> String {
+        format!("{}{rule}", self.arn_prefix)
+    }
+
     /// The retry policy of a (rule, target) pair; the default when the rule is gone (redriven
     /// letters may outlive a configuration change).
     pub fn retry_policy(&self, rule: &str, target: &str) -> RetryPolicyConfig {
@@ -92,7 +97,7 @@ impl Router {
         let mut compact: Option<String> = None;
         for i in indexes {
             let rule = &self.rules[i];
-            let rule_arn = format!("{}{}", self.arn_prefix, rule.name);
+            let rule_arn = self.rule_arn(&rule.name);
             for t in &rule.targets {
                 let payload = if matches!(t.input, switchboard_pattern::TargetInput::MatchedEvent) {
                     // Most targets take the whole envelope; serialize it once per event.

@@ -32,6 +32,15 @@ async fn retry_then_dead_letter_then_redrive() {
     assert_eq!(item["error_code"], "HTTP_500");
     assert_eq!(item["exhausted_condition"], "MaximumRetryAttempts");
     assert_eq!(item["retry_attempts"], 1);
+    let attrs = &item["attributes"];
+    assert_eq!(
+        attrs["RULE_ARN"],
+        "arn:switchboard:events:local:000000000000:rule/to-crm"
+    );
+    assert_eq!(attrs["TARGET_ARN"], "crm");
+    assert_eq!(attrs["ERROR_CODE"], "HTTP_500");
+    assert_eq!(attrs["EXHAUSTED_RETRY_CONDITION"], "MaximumRetryAttempts");
+    assert_eq!(attrs["RETRY_ATTEMPTS"], 1);
     let dlq_id = item["id"].as_i64().unwrap();
     let (s, one) = gw.get(&format!("/admin/dlq/{dlq_id}")).await;
     assert_eq!(s, 200);

@@ -13,44 +13,47 @@ pub(crate) struct Cursor<'a> {
     pub i: usize,
 }
 
-/// Bytes that matter while skipping a container.
-static STRUCTURAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'"' as usize] = true;
-    t[b'[' as usize] = true;
-    t[b']' as usize] = true;
-    t[b'{' as usize] = true;
-    t[b'}' as usize] = true;
-    t
-};
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bit set in each byte of `x` that is zero (exact for the lowest one).
+/// Reads eight bytes at `j` as a little-endian word (`j + 8 <= b.len()`).
 #[inline]
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(LO) & !x & HI
+fn word_at(b: &[u8], j: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&b[j..j + 8]);
+    u64::from_le_bytes(word)
 }
 
-/// Index of the first byte at or after `j` that may be structural, eight
-/// bytes at a time. `b & 0xD9 == 0x59` holds for `[ ] { }` (and for the
-/// harmless `Y _ y DEL`, which the caller re-checks); quotes are tested
-/// separately. Returns `b.len()` when there is none.
+/// High bit set in exactly the bytes of `x` that are zero (no carries
+/// between bytes, so the mask can be counted, not only searched).
 #[inline]
-fn next_candidate(b: &[u8], mut j: usize) -> usize {
+fn zero_bytes(x: u64) -> u64 {
+    !((((x & LOW7) + LOW7) | x) | LOW7)
+}
+
+/// Number of bytes flagged in a [`zero_bytes`] mask (one multiply; the
+/// baseline x86-64 target has no `popcnt`).
+#[inline]
+fn count_marks(m: u64) -> usize {
+    ((m >> 7).wrapping_mul(0x0101_0101_0101_0101) >> 56) as usize
+}
+
+#[inline]
+fn splat(c: u8) -> u64 {
+    u64::from(c) * 0x0101_0101_0101_0101
+}
+
+/// Index of the first `"` or `\` at or after `j`, or `b.len()`.
+#[inline]
+fn find_quote_or_backslash(b: &[u8], mut j: usize) -> usize {
     while j + 8 <= b.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&b[j..j + 8]);
-        let w = u64::from_le_bytes(word);
-        let m = zero_bytes((w & 0xD9D9_D9D9_D9D9_D9D9) ^ 0x5959_5959_5959_5959)
-            | zero_bytes(w ^ 0x2222_2222_2222_2222);
+        let w = word_at(b, j);
+        let m = zero_bytes(w ^ splat(b'"')) | zero_bytes(w ^ splat(b'\\'));
         if m != 0 {
             return j + (m.trailing_zeros() / 8) as usize;
         }
         j += 8;
     }
-    while j < b.len() && !STRUCTURAL[b[j] as usize] {
+    while j < b.len() && b[j] != b'"' && b[j] != b'\\' {
         j += 1;
     }
     j
@@ -92,13 +95,13 @@ impl<'a> Cursor<'a> {
         let mut j = start;
         let mut escaped = false;
         loop {
-            match memchr::memchr2(b'"', b'\\', &self.b[j..]) {
-                Some(off) => {
-                    let at = j + off;
-                    if self.b[at] == b'"' {
-                        self.i = at + 1;
-                        return Ok((start, at, escaped));
-                    }
+            let at = find_quote_or_backslash(self.b, j);
+            match self.b.get(at) {
+                Some(b'"') => {
+                    self.i = at + 1;
+                    return Ok((start, at, escaped));
+                }
+                Some(_) => {
                     escaped = true;
                     j = at + 2;
                     if j > self.b.len() {
@@ -190,34 +193,56 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Skips an object or array by counting brackets. Eight bytes at a
+    /// time: when a word holds no quote and cannot close the container, its
+    /// opening and closing brackets are just counted; other words go byte by
+    /// byte.
     fn skip_container(&mut self) -> Result<(), EventError> {
         let b = self.b;
         let mut depth = 0usize;
         let mut j = self.i;
         while j < b.len() {
-            j = next_candidate(b, j);
-            let Some(&c) = b.get(j) else { break };
-            if !STRUCTURAL[c as usize] {
-                j += 1;
-                continue;
-            }
-            match c {
-                b'"' => {
-                    self.i = j;
-                    self.string_span()?;
-                    j = self.i;
-                    continue;
-                }
-                b'{' | b'[' => depth += 1,
-                _ => {
-                    depth -= 1;
-                    if depth == 0 {
-                        self.i = j + 1;
-                        return Ok(());
+            if depth > 0 && j + 8 <= b.len() {
+                let w = word_at(b, j);
+                let quotes = zero_bytes(w ^ splat(b'"'));
+                if quotes == 0 {
+                    let folded = w | splat(0x20);
+                    let opens = zero_bytes(folded ^ splat(b'{'));
+                    let closes = zero_bytes(folded ^ splat(b'}'));
+                    if opens | closes == 0 {
+                        j += 8;
+                        continue;
+                    }
+                    let (opens, closes) = (count_marks(opens), count_marks(closes));
+                    if closes < depth {
+                        depth = depth + opens - closes;
+                        j += 8;
+                        continue;
                     }
                 }
             }
-            j += 1;
+            // Byte by byte up to the next word boundary relative to `j`.
+            let stop = (j + 8).min(b.len());
+            while j < stop {
+                match b[j] {
+                    b'"' => {
+                        self.i = j;
+                        self.string_span()?;
+                        j = self.i;
+                        break;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            self.i = j + 1;
+                            return Ok(());
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
         }
         self.i = b.len();
         Err(self.err("unterminated container"))
@@ -317,6 +342,23 @@ mod tests {
         assert_eq!(&text[c.i..], b" rest");
         let mut c = Cursor::new(br#"[1,2"#);
         assert!(c.skip_value().is_err());
+        for text in [
+            r#"[[[-122.51768673450525, 37.71339321429936, 0.0], [-122.44474733253622, 37.75109674142695, 0.0]]]"#,
+            r#"{"k":"]]]]]]]]]]]]]]]]\"]]]]]]]]]","l":[[[[[[[[[[[]]]]]]]]]]],"m":{"n":{"o":{}}}}"#,
+            r#"[                                         ]"#,
+            r#"["\\", "\"", "a\\\"b", {"]": "["}, [["}}}}}}}}}}}}}}}}}}}}"]]]"#,
+            r#"{"YyY_yyy_YYYY":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]}"#,
+        ] {
+            let full = format!("{text} rest");
+            let mut c = Cursor::new(full.as_bytes());
+            c.skip_value().unwrap();
+            assert_eq!(&full[c.i..], " rest", "{text}");
+            // Truncations never succeed.
+            for cut in 1..text.len() {
+                let mut c = Cursor::new(&text.as_bytes()[..cut]);
+                assert!(c.skip_value().is_err(), "{}", &text[..cut]);
+            }
+        }
     }
 
     #[test]

@@ -55,6 +55,24 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `create_dir_all`, then fsync the directory and its parent, so that a store created just
+/// before a power cut does not vanish with its directory entry. SQLite fsyncs the directory
+/// itself when it creates the WAL, but not the directory's own entry in its parent.
+fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
+    let existed = dir.is_dir();
+    std::fs::create_dir_all(dir)?;
+    if !existed {
+        #[cfg(unix)]
+        {
+            std::fs::File::open(dir)?.sync_all()?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn unexpected(out: Output) -> StoreError {
     StoreError::Internal(format!("writer answered with the wrong output: {out:?}"))
 }
@@ -84,7 +102,7 @@ impl Store {
                 "checkpoint interval must be at least 1 ms",
             ));
         }
-        std::fs::create_dir_all(dir)?;
+        create_dir_durably(dir)?;
         let path = dir.join(schema::DB_FILE);
         let mut conn = schema::open_connection(&path, &opts, &tuning)?;
         schema::configure_writer(&conn, &tuning)?;

@@ -1,4 +1,6 @@
-//! Crash test: SIGKILL a writer process at random moments and check that every event whose
+//! Crash and fault tests.
+//!
+//! `crash_recovery`: SIGKILL a writer process at random moments and check that every event whose
 //! `ingest` returned `Ok` (and was reported on stdout right after) is on disk after reopen, and
 //! that no queued delivery vanished unless its consumer had started completing it.
 //!
@@ -6,6 +8,9 @@
 //! `main`, `harness = false`). SIGKILL is a process crash, not a power cut: the page cache
 //! survives it, so this checks the commit/ack ordering and SQLite's WAL recovery, not fsync
 //! itself (see docs/storage.md, "What the tests do not cover").
+//!
+//! `disk_fault_is_fail_stop`: a child under `ulimit -f` hits EFBIG inside SQLite's write path;
+//! the store must answer `Failed` from then on, and a reopen must find every acked event.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -28,14 +33,126 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
         println!("crash_recovery: test");
+        println!("disk_fault_is_fail_stop: test");
         return;
     }
-    let started = Instant::now();
-    parent();
-    println!(
-        "test crash_recovery ... ok ({ROUNDS} kills, {:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+    if let Ok(dir) = std::env::var(FAULT_ENV) {
+        fault_child(&dir);
+        return;
+    }
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f.as_str()));
+    if wanted("crash_recovery") {
+        let started = Instant::now();
+        parent();
+        println!(
+            "test crash_recovery ... ok ({ROUNDS} kills, {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if wanted("disk_fault_is_fail_stop") {
+        disk_fault_is_fail_stop();
+        println!("test disk_fault_is_fail_stop ... ok");
+    }
+}
+
+const FAULT_ENV: &str = "SWITCHBOARD_STORE_FAULT_CHILD_DIR";
+
+fn kind(e: &switchboard_store::StoreError) -> &'static str {
+    use switchboard_store::StoreError as E;
+    match e {
+        E::Busy => "Busy",
+        E::ShuttingDown => "ShuttingDown",
+        E::Failed(_) => "Failed",
+        E::Sqlite(_) => "Sqlite",
+        _ => "Other",
+    }
+}
+
+/// Runs under `ulimit -f` with SIGXFSZ ignored: writes past 1 MiB fail with EFBIG inside
+/// SQLite's own write path (a real I/O error, not a hook). Ingests until that happens.
+fn fault_child(dir: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let store = Store::open(std::path::Path::new(dir), StoreOptions::default()).unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0u64.. {
+                    let id = format!("f{task}-{n}");
+                    match store.ingest(new_event(&id)).await {
+                        Ok(_) => println!("ACK {id}"),
+                        Err(switchboard_store::StoreError::Busy) => tokio::task::yield_now().await,
+                        Err(e) => {
+                            println!("ERR {} {e}", kind(&e));
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        println!("HEALTHY {}", store.is_healthy());
+        match store.ingest(new_event("after")).await {
+            Ok(_) => println!("AFTER Ok"),
+            Err(e) => println!("AFTER {}", kind(&e)),
+        }
+        match store.close().await {
+            Ok(()) => println!("CLOSE Ok"),
+            Err(e) => println!("CLOSE {}", kind(&e)),
+        }
+    });
+}
+
+fn disk_fault_is_fail_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // `trap '' XFSZ` makes the signal ignored, which survives exec; `ulimit -f` is in 512-byte
+    // blocks in POSIX sh: 2048 blocks = 1 MiB for every file the child writes.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 2048; exec \"$0\"")
+        .arg(&exe)
+        .env(FAULT_ENV, dir.path())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let acked: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("ACK ")).collect();
+    let errs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ERR ")).collect();
+    assert!(acked.len() > 50, "too few acks before the fault: {}", acked.len());
+    assert_eq!(errs.len(), 8, "{stdout}");
+    assert!(errs.iter().all(|l| l.starts_with("ERR Failed")), "{errs:?}");
+    for line in ["HEALTHY false", "AFTER Failed", "CLOSE Failed"] {
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in child output");
+    }
+    eprintln!("disk fault after {} acks: {}", acked.len(), errs[0]);
+
+    // Without the limit, a reopen recovers every acknowledged event and works again.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert!(store.is_healthy());
+        for id in &acked {
+            assert!(store.get_event(id).await.unwrap().is_some(), "acked {id} lost");
+        }
+        assert_eq!(
+            store.ingest(new_event("after-reopen")).await.unwrap(),
+            IngestOutcome::Stored
+        );
+        store.close().await.unwrap();
+    });
 }
 
 fn new_event(id: &str) -> NewEvent {

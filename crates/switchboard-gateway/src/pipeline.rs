@@ -1,0 +1,145 @@
+//! The ingest pipeline shared by every source: normalize → route → dedup + persist.
+//!
+//! A source authenticates and parses (that part differs: HTTP signatures, a WebSocket session,
+//! an SQS message), then hands the JSON object here. [`accept`] returns only when the event, its
+//! dedup key and its deliveries are durable, so a source may acknowledge as soon as it returns Ok.
+//!
+//! Architecture Invariant: there is no other path from a source to the targets.
+
+use switchboard_event::{NormalizeContext, NormalizeOptions};
+use switchboard_store::{DedupClaim, IngestOutcome, NewEvent, StoreError};
+
+use crate::AppState;
+use crate::delivery::{now_ms, wake};
+use crate::error::ApiError;
+use crate::telemetry;
+
+/// Per-source settings the pipeline uses.
+#[derive(Debug, Clone)]
+pub struct PipelineSource {
+    /// Source name (store, metrics).
+    pub name: String,
+    /// Normalizer settings.
+    pub normalize: NormalizeOptions,
+    /// Dedup window in milliseconds.
+    pub dedup_ttl_ms: i64,
+}
+
+/// An event the pipeline took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Envelope id (the original one for a duplicate).
+    pub id: String,
+    /// Whether it was a duplicate within the window (stored nowhere).
+    pub duplicate: bool,
+}
+
+/// Why the pipeline did not take an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The input is not an event the normalizer understands (sender's fault).
+    #[error("{0}")]
+    NotAnEvent(#[from] switchboard_event::NormalizeError),
+    /// The store's queue is full: try again shortly.
+    #[error("too many events in flight; retry later")]
+    Busy,
+    /// Shutting down: try again (elsewhere or later).
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    /// The store refuses writes (fail-stop after an I/O error).
+    #[error("the event store is unavailable: {0}")]
+    StoreUnavailable(String),
+    /// A bug or an impossible clock.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Rejection {
+    /// True when retrying the same input can succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Rejection::NotAnEvent(_))
+    }
+
+    /// The HTTP answer for this rejection (DESIGN.md's ack table).
+    pub fn into_api_error(self, retry_after: u64) -> ApiError {
+        match self {
+            Rejection::NotAnEvent(e) => ApiError::bad_request("not_an_event", e.to_string()),
+            Rejection::Busy => ApiError::unavailable("store_busy", self.to_string(), retry_after),
+            Rejection::ShuttingDown => {
+                ApiError::unavailable("shutting_down", self.to_string(), retry_after)
+            }
+            // A store that failed an fsync refuses all writes until restarted; the sender must keep
+            // the event and retry, so this is a 503, never a 2xx.
+            Rejection::StoreUnavailable(_) => ApiError::unavailable(
+                "store_unavailable",
+                "the event store is unavailable",
+                retry_after,
+            ),
+            Rejection::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// Normalizes, routes and durably stores one event.
+pub async fn accept(
+    app: &AppState,
+    source: &PipelineSource,
+    value: serde_json::Value,
+    delivery_id: Option<&str>,
+) -> Result<Accepted, Rejection> {
+    if app.shutdown.is_cancelled() {
+        return Err(Rejection::ShuttingDown);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let received = now_ms();
+    let received_at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(received) * 1_000_000)
+            .map_err(|e| Rejection::Internal(e.to_string()))?;
+    let ctx = NormalizeContext {
+        new_id: &id,
+        delivery_id,
+        received_at,
+    };
+    let normalized = switchboard_event::normalize(value, &ctx, &source.normalize)?;
+
+    let ingestion_time = received_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| Rejection::Internal(e.to_string()))?;
+    let (deliveries, failures) = app.router.route(&normalized.envelope, &ingestion_time);
+    for f in &failures {
+        telemetry::route_failure(&f.target);
+        tracing::warn!(rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; no delivery for this target");
+    }
+    let targets: Vec<String> = deliveries.iter().map(|d| d.target.clone()).collect();
+    let event = NewEvent {
+        id: normalized.id.clone(),
+        source: source.name.clone(),
+        received_at_ms: received,
+        dedup: normalized.dedup_key.map(|key| DedupClaim {
+            key,
+            ttl_ms: source.dedup_ttl_ms,
+        }),
+        envelope: normalized.envelope.to_string(),
+        deliveries,
+    };
+    match app.store.ingest(event).await {
+        Ok(IngestOutcome::Stored) => {
+            wake(&app.targets, targets.iter().map(String::as_str));
+            Ok(Accepted {
+                id: normalized.id,
+                duplicate: false,
+            })
+        }
+        Ok(IngestOutcome::Duplicate { original_id }) => Ok(Accepted {
+            id: original_id,
+            duplicate: true,
+        }),
+        Err(StoreError::Busy) => Err(Rejection::Busy),
+        Err(StoreError::ShuttingDown) => Err(Rejection::ShuttingDown),
+        Err(e) => {
+            tracing::error!(error = %e, "store refused the event");
+            Err(Rejection::StoreUnavailable(e.to_string()))
+        }
+    }
+}
