@@ -30,16 +30,62 @@ fn zero_bytes(x: u64) -> u64 {
     !((((x & LOW7) + LOW7) | x) | LOW7)
 }
 
-/// Number of bytes flagged in a [`zero_bytes`] mask (one multiply; the
-/// baseline x86-64 target has no `popcnt`).
-#[inline]
-fn count_marks(m: u64) -> usize {
-    ((m >> 7).wrapping_mul(0x0101_0101_0101_0101) >> 56) as usize
-}
-
 #[inline]
 fn splat(c: u8) -> u64 {
     u64::from(c) * 0x0101_0101_0101_0101
+}
+
+/// Bit masks (bit `i` for `chunk[i]`) of quotes, opening brackets and
+/// closing brackets in a 16-byte chunk.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn chunk_masks(chunk: &[u8]) -> (u32, u32, u32) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    if chunk.len() < 16 {
+        return (1, 0, 0);
+    }
+    // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are
+    // always available; `_mm_loadu_si128` reads 16 bytes without alignment
+    // requirements and `chunk` holds at least 16 bytes (checked above).
+    // Measured necessary: skipping unmentioned subtrees (GeoJSON
+    // coordinates) dominated matching time with the 8-byte SWAR loop this
+    // replaces (see BENCHMARKS-pattern.md).
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+        let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+        let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)));
+        let opens = _mm_movemask_epi8(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8)));
+        let closes = _mm_movemask_epi8(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8)));
+        (quotes as u32, opens as u32, closes as u32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn chunk_masks(chunk: &[u8]) -> (u32, u32, u32) {
+    chunk_masks_portable(chunk)
+}
+
+/// Portable version of the x86_64 SSE2 `chunk_masks`, one word at a time.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline]
+fn chunk_masks_portable(chunk: &[u8]) -> (u32, u32, u32) {
+    let mut out = (0u32, 0u32, 0u32);
+    for (half, at) in [(0u32, 0usize), (8, 8)] {
+        let Some(bytes) = chunk.get(at..at + 8) else {
+            return (1, 0, 0);
+        };
+        let w = word_at(bytes, 0);
+        let folded = w | splat(0x20);
+        // One bit per byte, gathered from each byte's high bit.
+        let compress = |m: u64| -> u32 { (((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32 };
+        out.0 |= compress(zero_bytes(w ^ splat(b'"'))) << half;
+        out.1 |= compress(zero_bytes(folded ^ splat(b'{'))) << half;
+        out.2 |= compress(zero_bytes(folded ^ splat(b'}'))) << half;
+    }
+    out
 }
 
 /// Index of the first `"` or `\` at or after `j`, or `b.len()`.
@@ -193,36 +239,33 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Skips an object or array by counting brackets. Eight bytes at a
-    /// time: when a word holds no quote and cannot close the container, its
-    /// opening and closing brackets are just counted; other words go byte by
-    /// byte.
+    /// Skips an object or array by counting brackets, sixteen bytes at a
+    /// time: a chunk with no quote whose closing brackets cannot close the
+    /// container only has its brackets counted; other chunks go byte by byte.
     fn skip_container(&mut self) -> Result<(), EventError> {
         let b = self.b;
         let mut depth = 0usize;
         let mut j = self.i;
         while j < b.len() {
-            if depth > 0 && j + 8 <= b.len() {
-                let w = word_at(b, j);
-                let quotes = zero_bytes(w ^ splat(b'"'));
+            if depth > 0
+                && let Some(chunk) = b.get(j..j + 16)
+            {
+                let (quotes, opens, closes) = chunk_masks(chunk);
                 if quotes == 0 {
-                    let folded = w | splat(0x20);
-                    let opens = zero_bytes(folded ^ splat(b'{'));
-                    let closes = zero_bytes(folded ^ splat(b'}'));
                     if opens | closes == 0 {
-                        j += 8;
+                        j += 16;
                         continue;
                     }
-                    let (opens, closes) = (count_marks(opens), count_marks(closes));
-                    if closes < depth {
-                        depth = depth + opens - closes;
-                        j += 8;
+                    let (o, c) = (opens.count_ones() as usize, closes.count_ones() as usize);
+                    if c < depth {
+                        depth = depth + o - c;
+                        j += 16;
                         continue;
                     }
                 }
             }
-            // Byte by byte up to the next word boundary relative to `j`.
-            let stop = (j + 8).min(b.len());
+            // Byte by byte through (at most) this chunk.
+            let stop = (j + 16).min(b.len());
             while j < stop {
                 match b[j] {
                     b'"' => {
@@ -358,6 +401,29 @@ mod tests {
                 let mut c = Cursor::new(&text.as_bytes()[..cut]);
                 assert!(c.skip_value().is_err(), "{}", &text[..cut]);
             }
+        }
+    }
+
+    #[test]
+    fn chunk_masks_agree() {
+        let alphabet = b"\"[]{}YyZ_ 1,";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            let mut chunk = [0u8; 16];
+            for c in &mut chunk {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *c = alphabet[(state % alphabet.len() as u64) as usize];
+            }
+            let mut want = (0u32, 0u32, 0u32);
+            for (i, &c) in chunk.iter().enumerate() {
+                want.0 |= u32::from(c == b'"') << i;
+                want.1 |= u32::from(c == b'[' || c == b'{') << i;
+                want.2 |= u32::from(c == b']' || c == b'}') << i;
+            }
+            assert_eq!(chunk_masks(&chunk), want);
+            assert_eq!(chunk_masks_portable(&chunk), want);
         }
     }
 

@@ -82,3 +82,40 @@ pub(crate) fn is_fatal(err: &rusqlite::Error) -> bool {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn sqlite(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn fatal_classification() {
+        for (code, fatal) in [
+            (ffi::SQLITE_IOERR, true),
+            (ffi::SQLITE_IOERR_FSYNC, true),
+            (ffi::SQLITE_IOERR_WRITE, true),
+            (ffi::SQLITE_FULL, true),
+            (ffi::SQLITE_CORRUPT, true),
+            (ffi::SQLITE_READONLY, true),
+            (ffi::SQLITE_CONSTRAINT, false),
+            (ffi::SQLITE_BUSY, false),
+            (ffi::SQLITE_MISMATCH, false),
+        ] {
+            assert_eq!(is_fatal(&sqlite(code)), fatal, "code {code}");
+        }
+        assert!(!is_fatal(&rusqlite::Error::QueryReturnedNoRows));
+    }
+
+    #[test]
+    fn retryable_errors() {
+        assert!(StoreError::Busy.is_retryable());
+        assert!(StoreError::ShuttingDown.is_retryable());
+        assert!(StoreError::Failed("x".into()).is_retryable());
+        assert!(!StoreError::BadPageToken.is_retryable());
+        assert!(!StoreError::UnknownDelivery(1).is_retryable());
+    }
+}

@@ -295,3 +295,42 @@ pub(crate) fn table_counts(conn: &Connection) -> Result<BTreeMap<&'static str, u
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(token: Option<&str>, prefix: &str, expected: Result<Option<i64>, ()>) {
+        let got = parse_token(token, prefix).map_err(|e| {
+            assert!(matches!(e, StoreError::BadPageToken), "{e:?}");
+        });
+        assert_eq!(got, expected, "{token:?} with {prefix}");
+    }
+
+    #[test]
+    fn page_tokens() {
+        check(None, DLQ_TOKEN, Ok(None));
+        check(Some("dlq1.42"), DLQ_TOKEN, Ok(Some(42)));
+        check(Some("dlq1.-3"), DLQ_TOKEN, Ok(Some(-3)));
+        check(Some("aud1.7"), AUDIT_TOKEN, Ok(Some(7)));
+        check(Some("aud1.7"), DLQ_TOKEN, Err(()));
+        check(Some("dlq1."), DLQ_TOKEN, Err(()));
+        check(Some("dlq1.1x"), DLQ_TOKEN, Err(()));
+        check(Some("dlq1.99999999999999999999"), DLQ_TOKEN, Err(()));
+        check(Some(""), DLQ_TOKEN, Err(()));
+        check(Some("42"), DLQ_TOKEN, Err(()));
+    }
+
+    #[test]
+    fn limits_are_clamped() {
+        for (asked, got) in [
+            (0, 1),
+            (1, 1),
+            (10, 10),
+            (MAX_PAGE, MAX_PAGE),
+            (usize::MAX, MAX_PAGE),
+        ] {
+            assert_eq!(page_limit(asked), got);
+        }
+    }
+}

@@ -169,3 +169,81 @@ pub(crate) fn init(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_idempotent_and_records_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let opts = StoreOptions::default();
+        let tuning = StoreTuning::default();
+        for _ in 0..2 {
+            let mut conn = open_connection(&path, &opts, &tuning).unwrap();
+            init(&mut conn).unwrap();
+            let v: String = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(v, SCHEMA_VERSION.to_string());
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let sync: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(sync, 2, "FULL");
+        }
+    }
+
+    #[test]
+    fn queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let mut conn =
+            open_connection(&path, &StoreOptions::default(), &StoreTuning::default()).unwrap();
+        init(&mut conn).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows.join(" | ")
+        };
+        for (sql, index) in [
+            (
+                "SELECT seq FROM deliveries WHERE target = 't' AND next_attempt_at_ms <= 5
+                 ORDER BY next_attempt_at_ms, seq LIMIT 10",
+                "deliveries_due",
+            ),
+            (
+                "SELECT min(next_attempt_at_ms) FROM deliveries WHERE target = 't'",
+                "deliveries_due",
+            ),
+            (
+                "SELECT key FROM dedup WHERE expires_at_ms <= 5 ORDER BY expires_at_ms LIMIT 10",
+                "dedup_expires",
+            ),
+            (
+                "SELECT id FROM events WHERE received_at_ms < 5 ORDER BY received_at_ms LIMIT 10",
+                "events_received",
+            ),
+            (
+                "SELECT target, count(*) FROM dlq GROUP BY target",
+                "dlq_target",
+            ),
+        ] {
+            let p = plan(sql);
+            assert!(p.contains(index), "{sql}\n=> {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{sql} sorts: {p}");
+        }
+    }
+}

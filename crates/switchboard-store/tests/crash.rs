@@ -126,13 +126,23 @@ fn disk_fault_is_fail_stop() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let acked: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("ACK ")).collect();
+    let acked: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ACK "))
+        .collect();
     let errs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ERR ")).collect();
-    assert!(acked.len() > 50, "too few acks before the fault: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few acks before the fault: {}",
+        acked.len()
+    );
     assert_eq!(errs.len(), 8, "{stdout}");
     assert!(errs.iter().all(|l| l.starts_with("ERR Failed")), "{errs:?}");
     for line in ["HEALTHY false", "AFTER Failed", "CLOSE Failed"] {
-        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in child output");
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in child output"
+        );
     }
     eprintln!("disk fault after {} acks: {}", acked.len(), errs[0]);
 
@@ -145,7 +155,10 @@ fn disk_fault_is_fail_stop() {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert!(store.is_healthy());
         for id in &acked {
-            assert!(store.get_event(id).await.unwrap().is_some(), "acked {id} lost");
+            assert!(
+                store.get_event(id).await.unwrap().is_some(),
+                "acked {id} lost"
+            );
         }
         assert_eq!(
             store.ingest(new_event("after-reopen")).await.unwrap(),

@@ -49,6 +49,7 @@ const BUILTIN_EVENTS: &[(&str, &str)] = &[
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum SchemeArg {
+    #[value(name = "hub-signature-256")]
     HubSignature256,
     StandardWebhooks,
     HmacHeader,

@@ -1,0 +1,125 @@
+//! The binary end to end: zero-config `serve`, `send`, `dlq`, `config check`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    secret: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts zero-config `serve` in `dir` (as the working directory, so `./switchboard-data` is there).
+fn serve_zero_config(dir: &std::path::Path) -> Server {
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("SWITCHBOARD_WEBHOOK_SECRET")
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut secret = None;
+    let mut send_cmd = None;
+    let addr = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a.trim().to_string();
+        }
+        if line.trim_start().starts_with("switchboard send") {
+            send_cmd = Some(line.clone());
+        } else if line.starts_with("  ") && secret.is_none() {
+            secret = Some(line.trim().to_string());
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    if let (Some(s), Some(cmd)) = (&secret, &send_cmd) {
+        assert!(cmd.contains(s), "the printed send command carries the secret: {cmd}");
+        assert!(cmd.contains(&addr), "the printed send command targets the server: {cmd}");
+    }
+    Server { child, addr, secret }
+}
+
+#[test]
+fn zero_config_serve_send_and_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_zero_config(dir.path());
+    let secret = server.secret.clone().expect("first start prints the generated secret");
+    let stored = std::fs::read_to_string(dir.path().join("switchboard-data/webhook-secret")).unwrap();
+    assert_eq!(stored.trim(), secret);
+
+    let url = format!("http://{}/webhooks/genesys", server.addr);
+    let out = bin().args(["send", "--url", &url, "--secret", &secret]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "send failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.contains(": 202 ")).count(), 9, "{stdout}");
+
+    // The same events again are duplicates.
+    let out = bin().args(["send", "--url", &url, "--secret", &secret]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(stdout.lines().filter(|l| l.contains(": 200 ") && l.contains("\"duplicate\":true")).count(), 9, "{stdout}");
+
+    // A wrong secret is refused and `send` says so with a failing exit code.
+    let out = bin().args(["send", "--url", &url, "--secret", "wrong"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": 401 "));
+
+    // The admin API answers on loopback without a token.
+    let out = bin().args(["dlq", "list", "--url", &format!("http://{}", server.addr)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"], serde_json::json!([]));
+
+    // All nine envelopes land in events.jsonl (the zero-config catch-all rule).
+    let file = dir.path().join("switchboard-data/events.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n = std::fs::read_to_string(&file).map(|t| t.lines().count()).unwrap_or(0);
+        if n == 9 {
+            break;
+        }
+        assert!(n < 9, "more lines than events: {n}");
+        assert!(std::time::Instant::now() < deadline, "only {n} lines in events.jsonl");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn config_check_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[[targets]]\nname = \"out\"\ntype = \"stdout\"\n").unwrap();
+    let out = bin().args(["config", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[targets]]\nname = \"out\"\ntype = \"stdout\"\n\n[[rules]]\nname = \"r\"\nevent_pattern = '{\"source\": [{\"prefix\": 5}]}'\n",
+    )
+    .unwrap();
+    let out = bin().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:5:"), "{err}");
+    assert!(err.contains("rules[0].event_pattern"), "{err}");
+    assert!(err.contains("InvalidEventPatternException"), "{err}");
+
+    let out = bin().args(["config", "check", "/nonexistent/x.toml"]).output().unwrap();
+    assert!(!out.status.success());
+}
