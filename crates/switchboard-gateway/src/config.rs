@@ -159,7 +159,9 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     /// Whole-request deadline (headers and body); protects against slow clients.
     pub request_timeout_secs: u64,
-    /// Concurrent connections served; more wait in the accept queue.
+    /// Time allowed for a request's headers, and for an idle keep-alive connection (slowloris).
+    pub header_timeout_secs: u64,
+    /// Connections served at once; beyond it the listener stops accepting (kernel backlog).
     pub max_connections: usize,
     /// Seconds a client is told to wait (`Retry-After`) when ingest is refused with 503.
     pub retry_after_secs: u64,
@@ -173,6 +175,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_json_depth: 64,
             request_timeout_secs: 30,
+            header_timeout_secs: 10,
             max_connections: 1024,
             retry_after_secs: 1,
         }
@@ -768,6 +771,13 @@ impl Config {
             return Err(err(
                 0..0,
                 "server.max_body_bytes".into(),
+                "must be > 0".into(),
+            ));
+        }
+        if s.header_timeout_secs == 0 || s.request_timeout_secs == 0 {
+            return Err(err(
+                0..0,
+                "server.header_timeout_secs / server.request_timeout_secs".into(),
                 "must be > 0".into(),
             ));
         }

@@ -88,6 +88,26 @@ fn chunk_masks_portable(chunk: &[u8]) -> (u32, u32, u32) {
     out
 }
 
+/// Bytes examined per step when skipping a container.
+const CHUNK: usize = 16;
+
+/// Number of set bits (table based: the baseline x86-64 target has no
+/// `popcnt` instruction).
+#[inline]
+fn pop32(m: u32) -> usize {
+    m.to_le_bytes().iter().map(|&x| usize::from(POP8[x as usize])).sum()
+}
+
+static POP8: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).count_ones() as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Index of the first `"` or `\` at or after `j`, or `b.len()`.
 #[inline]
 fn find_quote_or_backslash(b: &[u8], mut j: usize) -> usize {
@@ -239,52 +259,66 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Skips an object or array by counting brackets, sixteen bytes at a
-    /// time: a chunk with no quote whose closing brackets cannot close the
-    /// container only has its brackets counted; other chunks go byte by byte.
+    /// Skips an object or array by counting brackets, [`CHUNK`] bytes at a
+    /// time: brackets before a chunk's first quote are counted from bit
+    /// masks unless they could close the container, in which case those bytes
+    /// are walked one by one; a quote hands over to [`Cursor::string_span`].
     fn skip_container(&mut self) -> Result<(), EventError> {
         let b = self.b;
         let mut depth = 0usize;
         let mut j = self.i;
         while j < b.len() {
-            if depth > 0
-                && let Some(chunk) = b.get(j..j + 16)
-            {
-                let (quotes, opens, closes) = chunk_masks(chunk);
-                if quotes == 0 {
-                    if opens | closes == 0 {
-                        j += 16;
-                        continue;
-                    }
-                    let (o, c) = (opens.count_ones() as usize, closes.count_ones() as usize);
-                    if c < depth {
-                        depth = depth + o - c;
-                        j += 16;
-                        continue;
+            // The last bytes are copied into a space-padded chunk, so the
+            // end of every event is not walked byte by byte.
+            let mut padded = [b' '; CHUNK];
+            let chunk = match b.get(j..j + CHUNK) {
+                Some(chunk) => chunk,
+                None => {
+                    let tail = &b[j..];
+                    padded[..tail.len()].copy_from_slice(tail);
+                    &padded[..]
+                }
+            };
+            let (quotes, opens, closes) = chunk_masks(chunk);
+            // Fast path, free of data-dependent branches: inside a container
+            // full of numbers, chunks have no quote and cannot close it.
+            if quotes == 0 {
+                let c = pop32(closes);
+                if c < depth {
+                    depth = depth + pop32(opens) - c;
+                    j += CHUNK;
+                    continue;
+                }
+            }
+            let limit = if quotes == 0 { CHUNK } else { quotes.trailing_zeros() as usize };
+            let before = if limit == CHUNK { u32::MAX } else { (1u32 << limit) - 1 };
+            let (opens, closes) = (opens & before, closes & before);
+            if opens | closes != 0 {
+                let c = pop32(closes);
+                if c < depth {
+                    depth = depth + pop32(opens) - c;
+                } else {
+                    for k in j..(j + limit).min(b.len()) {
+                        match b[k] {
+                            b'{' | b'[' => depth += 1,
+                            b'}' | b']' => {
+                                depth = depth.saturating_sub(1);
+                                if depth == 0 {
+                                    self.i = k + 1;
+                                    return Ok(());
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
-            // Byte by byte through (at most) this chunk.
-            let stop = (j + 16).min(b.len());
-            while j < stop {
-                match b[j] {
-                    b'"' => {
-                        self.i = j;
-                        self.string_span()?;
-                        j = self.i;
-                        break;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            self.i = j + 1;
-                            return Ok(());
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
+            if limit < CHUNK {
+                self.i = j + limit;
+                self.string_span()?;
+                j = self.i;
+            } else {
+                j += CHUNK;
             }
         }
         self.i = b.len();

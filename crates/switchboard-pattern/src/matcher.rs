@@ -109,9 +109,10 @@ impl PathNode {
         if let Some(map) = &self.edge_map {
             return map.get(key).copied();
         }
+        // An inline byte loop beats a `memcmp` call for short keys.
         self.edges
             .iter()
-            .find(|(k, _)| &k[..] == key)
+            .find(|(k, _)| k.len() == key.len() && k.iter().zip(key).all(|(a, b)| a == b))
             .map(|&(_, id)| id)
     }
 

@@ -162,7 +162,13 @@ impl Wildcard {
         // only metacharacter is `*`.
         let mut window = &s[first.len()..s.len() - last.len()];
         for piece in middle {
-            match memchr::memmem::find(window, piece) {
+            // A naive scan beats building a `memmem` searcher on short values.
+            let found = if window.len() < 64 {
+                window.windows(piece.len()).position(|w| w == &piece[..])
+            } else {
+                memchr::memmem::find(window, piece)
+            };
+            match found {
                 Some(at) => window = &window[at + piece.len()..],
                 None => return false,
             }

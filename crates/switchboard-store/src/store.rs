@@ -33,7 +33,7 @@ struct Inner {
     tx: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
     readers: Arc<Readers>,
-    /// Writer and checkpointer threads, joined by the first `close`.
+    /// The writer thread (which owns and stops the checkpointer), joined by the first `close`.
     threads: Mutex<Vec<JoinHandle<()>>>,
     dir: PathBuf,
 }
@@ -110,33 +110,30 @@ impl Store {
 
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(opts.queue_capacity);
-        let mut threads = Vec::new();
-        let mut stop_tx = None;
+        let mut checkpointer = None;
         if let CheckpointMode::Background { interval_ms, .. } = tuning.checkpoint {
             let ckpt_conn = schema::open_connection(&path, &opts, &tuning)?;
             let (stop, stop_rx) = std::sync::mpsc::channel();
-            stop_tx = Some(stop);
             let shared = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("sb-store-ckpt".into())
-                    .spawn(move || {
-                        writer::run_checkpointer(
-                            ckpt_conn,
-                            stop_rx,
-                            Duration::from_millis(interval_ms),
-                            shared,
-                        )
-                    })?,
-            );
+            let thread = std::thread::Builder::new()
+                .name("sb-store-ckpt".into())
+                .spawn(move || {
+                    writer::run_checkpointer(
+                        ckpt_conn,
+                        stop_rx,
+                        Duration::from_millis(interval_ms),
+                        shared,
+                    )
+                })?;
+            checkpointer = Some(writer::Checkpointer { stop, thread });
         }
         let max_batch = opts.max_batch;
         let writer_shared = shared.clone();
-        threads.push(
+        let threads = vec![
             std::thread::Builder::new()
                 .name("sb-store-writer".into())
-                .spawn(move || writer::run(conn, rx, writer_shared, max_batch, stop_tx))?,
-        );
+                .spawn(move || writer::run(conn, rx, writer_shared, max_batch, checkpointer))?,
+        ];
         let readers = Arc::new(Readers::new(path, opts, tuning));
         Ok(Store {
             inner: Arc::new(Inner {

@@ -138,8 +138,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Cmd>,
     shared: Arc<Shared>,
     max_batch: usize,
-    // Dropped when this returns, which tells the checkpointer thread to stop.
-    _checkpointer_stop: Option<std::sync::mpsc::Sender<()>>,
+    mut checkpointer: Option<Checkpointer>,
 ) {
     let _guard = PanicGuard(shared.clone());
     let mut batch: Vec<Cmd> = Vec::with_capacity(max_batch);
@@ -157,8 +156,31 @@ pub(crate) fn run(
             process_batch(&conn, &mut batch, &shared);
         }
         if let Some(tail) = tail {
+            // Stop the checkpointer first so the final TRUNCATE checkpoint cannot find it
+            // holding the checkpoint lock.
+            if let Some(c) = checkpointer.take() {
+                c.stop();
+            }
             shutdown(&conn, &mut rx, tail, &shared);
             return;
+        }
+    }
+    // Every handle was dropped without `close`: everything acknowledged is committed already.
+    // Dropping `checkpointer` tells its thread to stop.
+}
+
+/// The checkpointer thread's handle, owned by the writer so shutdown can stop it in order.
+pub(crate) struct Checkpointer {
+    /// Dropping it wakes the checkpointer with `Disconnected`, which ends its loop.
+    pub(crate) stop: std::sync::mpsc::Sender<()>,
+    pub(crate) thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn stop(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::error!("checkpointer thread panicked");
         }
     }
 }

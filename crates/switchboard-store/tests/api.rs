@@ -642,3 +642,22 @@ fn schema_too_new_and_foreign_files_are_refused() {
         ));
     }
 }
+
+#[test]
+fn store_and_its_futures_are_send_and_sync() {
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync_clone::<Store>();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async { open(dir.path()) });
+    // The gateway awaits these inside axum handlers and spawned tasks.
+    send(&s.ingest(ev("x", None, 1, &[])));
+    send(&s.due("t", 1, 1));
+    send(&s.list_dlq(DlqFilter::default(), None, 1));
+    send(&s.redrive(RedriveSelector::Ids(vec![]), 1));
+    send(&s.clone().close());
+}
