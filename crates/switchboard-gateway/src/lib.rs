@@ -477,8 +477,8 @@ fn load_or_generate_secret(
     let secret = if scheme == AuthScheme::StandardWebhooks {
         switchboard_verify::encode_whsec(&bytes)
     } else {
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        // Hex: safe to paste into a shell and a command line (base64 may start with '-').
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     };
     write_private(&path, &secret).map_err(io)?;
     Ok((secret, true))

@@ -50,15 +50,13 @@ pub(crate) struct TokenResponse {
 /// for its answer instead of each asking for (and rate-limiting themselves on) their own token.
 pub(crate) struct TokenCache {
     current: Mutex<Option<AccessToken>>,
-    /// How long before expiry a token counts as stale for ordinary requests.
-    pub refresh_ahead: Duration,
     /// Number of tokens fetched so far (for tests and `whoami`).
     fetches: std::sync::atomic::AtomicU64,
 }
 
 impl TokenCache {
-    pub fn new(refresh_ahead: Duration) -> Self {
-        TokenCache { current: Mutex::new(None), refresh_ahead, fetches: Default::default() }
+    pub fn new() -> Self {
+        TokenCache { current: Mutex::new(None), fetches: Default::default() }
     }
 
     pub fn fetches(&self) -> u64 {

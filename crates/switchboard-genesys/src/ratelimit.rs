@@ -5,7 +5,9 @@
 //! one `Instant` per allowed request in the window (300 by default).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Mutex;
 

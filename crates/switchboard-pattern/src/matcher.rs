@@ -104,7 +104,7 @@ struct PathNode {
 const EDGE_MAP_THRESHOLD: usize = 8;
 
 impl PathNode {
-    #[inline]
+    #[inline(always)]
     fn child(&self, key: &[u8]) -> Option<u32> {
         if let Some(map) = &self.edge_map {
             return map.get(key).copied();
@@ -142,16 +142,23 @@ impl PathNode {
 }
 
 /// Prefixes (or suffixes) by content, probed once per distinct length.
+/// Few operands are simply scanned.
 #[derive(Debug, Default)]
 struct Affix {
     map: FxHashMap<Box<[u8]>, Vec<u32>>,
     /// Distinct operand lengths, ascending, with how many operands have each.
     lens: Vec<(usize, u32)>,
+    /// Every (operand, slot), for the linear scan.
+    all: Vec<(Box<[u8]>, u32)>,
 }
+
+/// Up to this many operands a linear scan beats hashing every length.
+const AFFIX_LINEAR_MAX: usize = 8;
 
 impl Affix {
     fn add(&mut self, key: &[u8], slot: u32) {
         self.map.entry(key.into()).or_default().push(slot);
+        self.all.push((key.into(), slot));
         match self.lens.binary_search_by_key(&key.len(), |&(l, _)| l) {
             Ok(i) => self.lens[i].1 += 1,
             Err(i) => self.lens.insert(i, (key.len(), 1)),
@@ -159,6 +166,13 @@ impl Affix {
     }
 
     fn remove(&mut self, key: &[u8], slot: u32) {
+        if let Some(pos) = self
+            .all
+            .iter()
+            .position(|(k, s)| *s == slot && &k[..] == key)
+        {
+            self.all.swap_remove(pos);
+        }
         if remove_id(&mut self.map, key, slot)
             && let Ok(i) = self.lens.binary_search_by_key(&key.len(), |&(l, _)| l)
         {
@@ -171,15 +185,24 @@ impl Affix {
 
     #[inline]
     fn lookup(&self, v: &[u8], suffix: bool, mut emit: impl FnMut(u32)) {
+        if self.all.len() <= AFFIX_LINEAR_MAX {
+            for (k, s) in &self.all {
+                let hit = if suffix {
+                    v.ends_with(k)
+                } else {
+                    v.starts_with(k)
+                };
+                if hit {
+                    emit(*s);
+                }
+            }
+            return;
+        }
         for &(len, _) in &self.lens {
             if len > v.len() {
                 break;
             }
-            let key = if suffix {
-                &v[v.len() - len..]
-            } else {
-                &v[..len]
-            };
+            let key = if suffix { &v[v.len() - len..] } else { &v[..len] };
             if let Some(ids) = self.map.get(key) {
                 ids.iter().for_each(|&s| emit(s));
             }
@@ -187,7 +210,7 @@ impl Affix {
     }
 
     fn is_empty(&self) -> bool {
-        self.lens.is_empty()
+        self.all.is_empty()
     }
 }
 

@@ -82,7 +82,8 @@ pub(crate) fn write_number_literal(n: &serde_json::Number, out: &mut Vec<u8>) {
 pub(crate) fn fold_into(s: &str, out: &mut String) {
     out.clear();
     if s.is_ascii() {
-        out.extend(s.bytes().map(|b| b.to_ascii_lowercase() as char));
+        out.push_str(s);
+        out.make_ascii_lowercase();
         return;
     }
     for c in s.chars() {

@@ -62,13 +62,13 @@ fn zero_config_serve_send_and_dlq() {
     assert_eq!(stored.trim(), secret);
 
     let url = format!("http://{}/webhooks/genesys", server.addr);
-    let out = bin().args(["send", "--url", &url, "--secret", &secret]).output().unwrap();
+    let out = bin().args(["send", "--url", &url, &format!("--secret={secret}")]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "send failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.lines().filter(|l| l.contains(": 202 ")).count(), 9, "{stdout}");
 
     // The same events again are duplicates.
-    let out = bin().args(["send", "--url", &url, "--secret", &secret]).output().unwrap();
+    let out = bin().args(["send", "--url", &url, &format!("--secret={secret}")]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert_eq!(stdout.lines().filter(|l| l.contains(": 200 ") && l.contains("\"duplicate\":true")).count(), 9, "{stdout}");
@@ -122,4 +122,35 @@ fn config_check_names_file_line_and_key() {
 
     let out = bin().args(["config", "check", "/nonexistent/x.toml"]).output().unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn simulate_open_loop_against_serve_and_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_zero_config(dir.path());
+    let secret = server.secret.clone().unwrap();
+    let url = format!("http://{}/webhooks/genesys", server.addr);
+    let out = bin()
+        .args(["simulate", "--url", &url, &format!("--secret={secret}"), "--events", "200", "--rate", "1000", "--duplicates", "0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sent"], 200);
+    assert_eq!(report["errors"], 0);
+    // Every tenth event is sent twice: those answers are duplicates, the rest new.
+    let dups = report["duplicates"].as_u64().unwrap();
+    assert!((15..=20).contains(&dups), "{report}");
+    assert_eq!(report["acked"].as_u64().unwrap() + dups, 200);
+    assert!(report["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+
+    let file = dir.path().join("corpus.jsonl");
+    let out = bin().args(["simulate", "--secret", "s", "--events", "30", "--out"]).arg(&file).output().unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 30);
+    assert!(lines[0]["headers"]["x-hub-signature-256"].as_str().unwrap().starts_with("sha256="));
+    let first: serde_json::Value = serde_json::from_str(lines[0]["body"].as_str().unwrap()).unwrap();
+    assert!(first["topicName"].as_str().unwrap().ends_with(".customer.start"));
 }

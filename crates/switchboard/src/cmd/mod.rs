@@ -6,6 +6,7 @@ mod dlq;
 pub mod pattern;
 mod send;
 mod serve;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Post signed events to a gateway (built-in Genesys events when no file is given).
     Send(send::SendArgs),
+    /// Play a simulated Genesys org's events at a target rate (open loop), or write them to a file.
+    Simulate(simulate::SimulateArgs),
     /// Inspect and redrive the dead-letter queue through the admin API.
     Dlq {
         #[command(subcommand)]
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Config { command } => config_check::run(command),
         Command::Send(args) => send::run(args),
+        Command::Simulate(args) => simulate::run(args),
         Command::Dlq { command } => dlq::run(command),
         Command::TestPattern(args) => pattern::test_pattern(&args),
         Command::Transform(args) => pattern::transform(&args),

@@ -48,7 +48,7 @@ const BUILTIN_EVENTS: &[(&str, &str)] = &[
 ];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum SchemeArg {
+pub enum SchemeArg {
     #[value(name = "hub-signature-256")]
     HubSignature256,
     StandardWebhooks,
@@ -79,32 +79,37 @@ pub struct SendArgs {
     files: Vec<PathBuf>,
 }
 
-pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let secret = match args.secret.clone() {
-        Some(s) => s,
+/// The secret from the flag/environment, else the zero-config gateway's generated file.
+pub fn load_secret(secret: Option<String>) -> anyhow::Result<String> {
+    match secret {
+        Some(s) => Ok(s),
         None => std::fs::read_to_string("switchboard-data/webhook-secret")
             .map(|s| s.trim().to_string())
-            .context("no --secret given, $SWITCHBOARD_WEBHOOK_SECRET unset, and ./switchboard-data/webhook-secret unreadable")?,
-    };
-    let scheme = match args.scheme {
+            .context("no --secret given, $SWITCHBOARD_WEBHOOK_SECRET unset, and ./switchboard-data/webhook-secret unreadable"),
+    }
+}
+
+/// The verify crate's scheme for a command-line choice.
+pub fn scheme_of(arg: SchemeArg, header: Option<String>) -> Scheme {
+    match arg {
         SchemeArg::HubSignature256 => Scheme::HubSignature256,
-        SchemeArg::StandardWebhooks => Scheme::StandardWebhooks {
-            tolerance_secs: 300,
-        },
+        SchemeArg::StandardWebhooks => Scheme::StandardWebhooks { tolerance_secs: 300 },
         SchemeArg::HmacHeader => Scheme::HmacHeader {
-            header: args
-                .header
-                .clone()
-                .unwrap_or_else(|| "X-Genesys-Webhook-Signature".into()),
+            header: header.unwrap_or_else(|| "X-Genesys-Webhook-Signature".into()),
             prefix: String::new(),
             encoding: Encoding::Base64,
         },
         SchemeArg::ApiKey => Scheme::ApiKey {
-            header: args.header.clone().unwrap_or_else(|| "x-api-key".into()),
+            header: header.unwrap_or_else(|| "x-api-key".into()),
         },
         SchemeArg::Basic => Scheme::Basic,
         SchemeArg::None => Scheme::None,
-    };
+    }
+}
+
+pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let secret = load_secret(args.secret.clone())?;
+    let scheme = scheme_of(args.scheme, args.header.clone());
     let mut events: Vec<(String, String)> = Vec::new();
     if args.files.is_empty() {
         events.extend(

@@ -62,7 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             println!("  {}", g.secret);
             println!("Send the built-in Genesys sample events with:");
             println!(
-                "  switchboard send --url http://{addr}{} --secret '{}'",
+                "  switchboard send --url http://{addr}{} --secret='{}'",
                 g.path, g.secret
             );
         }

@@ -1,0 +1,277 @@
+//! `switchboard simulate`: a Genesys org in a box.
+//!
+//! Plays conversation lifecycles (customer.start → acd.start → queue conversation → routing
+//! status → user.start → presence → acd.end → customer.end → acw → queue conversation) for N
+//! agents and queues, with the shapes of the built-in sample events and fresh ids, signs each
+//! request for the chosen scheme and sends them **open loop**: at the target rate whatever the
+//! latency, so a slow gateway shows up as latency and errors rather than as a politely slower
+//! client (no coordinated omission). `--out FILE` writes the signed requests as JSON lines
+//! instead (the corpus `bench/ingest.sh` replays with wrk).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use switchboard_verify::Scheme;
+
+use super::send::{SchemeArg, load_secret, scheme_of};
+
+/// Fixed ids in the sample events, replaced per conversation.
+const SAMPLE_CONVERSATION: &str = "8c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+const SAMPLE_QUEUE: &str = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+const SAMPLE_USER: &str = "0f1e2d3c-4b5a-4968-8776-5a4b3c2d1e0f";
+
+/// One conversation, in order.
+const LIFECYCLE: &[&str] = &[
+    include_str!("../../assets/events/detail-customer-start.json"),
+    include_str!("../../assets/events/detail-acd-start.json"),
+    include_str!("../../assets/events/queue-conversation-call.json"),
+    include_str!("../../assets/events/user-routing-status.json"),
+    include_str!("../../assets/events/detail-user-start.json"),
+    include_str!("../../assets/events/user-presence.json"),
+    include_str!("../../assets/events/detail-acd-end.json"),
+    include_str!("../../assets/events/detail-customer-end.json"),
+    include_str!("../../assets/events/detail-acw.json"),
+    include_str!("../../assets/events/queue-conversation-call.json"),
+];
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Webhook URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/genesys")]
+    url: String,
+    /// Signing secret (default: $SWITCHBOARD_WEBHOOK_SECRET, then ./switchboard-data/webhook-secret).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Authentication scheme of the source.
+    #[arg(long, value_enum, default_value = "hub-signature-256")]
+    scheme: SchemeArg,
+    /// Header for hmac-header / api-key.
+    #[arg(long)]
+    header: Option<String>,
+    /// Agents in the simulated org.
+    #[arg(long, default_value_t = 50)]
+    agents: usize,
+    /// Queues in the simulated org.
+    #[arg(long, default_value_t = 5)]
+    queues: usize,
+    /// Target rate, events per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Events to send in total.
+    #[arg(long, default_value_t = 2000)]
+    events: usize,
+    /// Fraction of events sent a second time (exercises dedup), 0.0–1.0.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Requests in flight at most; beyond it an event counts as an error ("backlog").
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Write the signed requests as JSON lines ({"headers": {..}, "body": "..."}) instead of sending.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Generates lifecycle events with fresh ids.
+pub struct Org {
+    templates: Vec<String>,
+    agents: Vec<String>,
+    queues: Vec<String>,
+    step: usize,
+    conversation: String,
+    agent: usize,
+    queue: usize,
+    rng_state: u64,
+}
+
+impl Org {
+    pub fn new(agents: usize, queues: usize) -> anyhow::Result<Self> {
+        if agents == 0 || queues == 0 {
+            bail!("--agents and --queues must be at least 1");
+        }
+        let templates = LIFECYCLE
+            .iter()
+            .map(|t| {
+                let v: serde_json::Value = serde_json::from_str(t).context("built-in event")?;
+                Ok(v.to_string())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Org {
+            templates,
+            agents: (0..agents).map(|_| uuid::Uuid::new_v4().to_string()).collect(),
+            queues: (0..queues).map(|_| uuid::Uuid::new_v4().to_string()).collect(),
+            step: 0,
+            conversation: String::new(),
+            agent: 0,
+            queue: 0,
+            rng_state: 0x9E37_79B9_7F4A_7C15,
+        })
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift: reproducible spread over agents and queues without another dependency.
+        let mut x = self.rng_state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng_state = x;
+        x
+    }
+
+    /// The next event of the current conversation (starting a new one when it ended).
+    pub fn next_event(&mut self) -> String {
+        if self.step == 0 {
+            self.conversation = uuid::Uuid::new_v4().to_string();
+            self.agent = (self.next_rand() % self.agents.len() as u64) as usize;
+            self.queue = (self.next_rand() % self.queues.len() as u64) as usize;
+        }
+        let t = &self.templates[self.step];
+        self.step = (self.step + 1) % self.templates.len();
+        let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let mut v: serde_json::Value = match serde_json::from_str(
+            &t.replace(SAMPLE_CONVERSATION, &self.conversation)
+                .replace(SAMPLE_QUEUE, &self.queues[self.queue])
+                .replace(SAMPLE_USER, &self.agents[self.agent]),
+        ) {
+            Ok(v) => v,
+            Err(_) => return t.clone(),
+        };
+        if let Some(c) = v.pointer_mut("/metadata/CorrelationId") {
+            *c = serde_json::Value::String(uuid::Uuid::new_v4().to_string());
+        }
+        if let Some(e) = v.pointer_mut("/eventBody/eventTime") {
+            *e = serde_json::Value::from(now_ms as i64);
+        }
+        v.to_string()
+    }
+}
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.duplicates) {
+        bail!("--duplicates must be within 0.0–1.0");
+    }
+    if !(args.rate > 0.0) {
+        bail!("--rate must be > 0");
+    }
+    let secret = load_secret(args.secret.clone())?;
+    let scheme = scheme_of(args.scheme, args.header.clone());
+    let mut org = Org::new(args.agents, args.queues)?;
+    // Decide the whole plan up front: which events, which are resent.
+    let mut plan: Vec<String> = Vec::with_capacity(args.events);
+    let mut dup_every = if args.duplicates > 0.0 { (1.0 / args.duplicates).round() as usize } else { 0 };
+    if dup_every == 0 && args.duplicates > 0.0 {
+        dup_every = 1;
+    }
+    while plan.len() < args.events {
+        let e = org.next_event();
+        plan.push(e.clone());
+        if dup_every > 0 && plan.len() % dup_every == 0 && plan.len() < args.events {
+            plan.push(e);
+        }
+    }
+    if let Some(out) = &args.out {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?);
+        for (i, body) in plan.iter().enumerate() {
+            let headers = sign(&scheme, &secret, body, i)?;
+            let line = serde_json::json!({"headers": headers.into_iter().collect::<serde_json::Map<_, _>>(), "body": body});
+            writeln!(f, "{line}")?;
+        }
+        f.flush()?;
+        eprintln!("wrote {} signed requests to {}", plan.len(), out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(send_open_loop(&args, &scheme, &secret, plan))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report["errors"].as_u64() == Some(0) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn sign(scheme: &Scheme, secret: &str, body: &str, i: usize) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut headers = switchboard_verify::sign(scheme, secret, body.as_bytes(), &format!("msg_sim_{i}_{}", uuid::Uuid::new_v4().simple()), now)
+        .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v)))
+        .collect::<Vec<_>>();
+    headers.push(("content-type".into(), "application/json".into()));
+    Ok(headers)
+}
+
+async fn send_open_loop(args: &SimulateArgs, scheme: &Scheme, secret: &str, plan: Vec<String>) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).build()?;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<(u16, Duration), String>>();
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let start = Instant::now();
+    let total = plan.len();
+    let mut backlog = 0usize;
+    for (i, body) in plan.into_iter().enumerate() {
+        // Open loop: event i is due at start + i/rate, whatever happened to earlier ones.
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            backlog += 1;
+            continue;
+        };
+        let headers = sign(scheme, secret, &body, i)?;
+        let mut req = client.post(&args.url).body(body);
+        for (k, v) in headers {
+            if let Some(v) = v.as_str() {
+                req = req.header(k, v);
+            }
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = match req.send().await {
+                Ok(resp) => Ok((resp.status().as_u16(), t0.elapsed())),
+                Err(e) => Err(e.to_string()),
+            };
+            drop(permit);
+            let _ = tx.send(r);
+        });
+    }
+    drop(tx);
+    let mut latencies = Vec::with_capacity(total);
+    let (mut acked, mut duplicates, mut errors) = (0u64, 0u64, backlog as u64);
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok((status, d)) => {
+                *statuses.entry(status).or_default() += 1;
+                match status {
+                    202 => acked += 1,
+                    200 => duplicates += 1,
+                    _ => errors += 1,
+                }
+                latencies.push(d);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    Ok(serde_json::json!({
+        "sent": total - backlog,
+        "acked": acked,
+        "duplicates": duplicates,
+        "errors": errors,
+        "backlog_skipped": backlog,
+        "statuses": statuses,
+        "target_rate": args.rate,
+        "achieved_rate": (total as f64) / elapsed.as_secs_f64(),
+        "elapsed_s": elapsed.as_secs_f64(),
+        "ack_latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
+    }))
+}
