@@ -161,39 +161,8 @@ static POP8: [u8; 256] = {
 };
 
 /// Index of the first `"` or `\` at or after `j`, or `b.len()`.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn find_quote_or_backslash(b: &[u8], mut j: usize) -> usize {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    while let Some(chunk) = b.get(j..j + 16) {
-        // SAFETY: SSE2 is part of the x86_64 baseline; `chunk` holds exactly
-        // 16 bytes and the load is unaligned. Measured necessary: string
-        // scanning is the main cost of walking the fields rules mention.
-        let m = unsafe {
-            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
-            let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            _mm_movemask_epi8(_mm_or_si128(q, bs))
-        };
-        if m != 0 {
-            return j + m.trailing_zeros() as usize;
-        }
-        j += 16;
-    }
-    find_quote_or_backslash_swar(b, j)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn find_quote_or_backslash(b: &[u8], j: usize) -> usize {
-    find_quote_or_backslash_swar(b, j)
-}
-
-/// Index of the first `"` or `\` at or after `j`, or `b.len()`.
-#[inline]
-fn find_quote_or_backslash_swar(b: &[u8], mut j: usize) -> usize {
     while j + 8 <= b.len() {
         let w = word_at(b, j);
         let m = zero_bytes(w ^ splat(b'"')) | zero_bytes(w ^ splat(b'\\'));

@@ -40,8 +40,24 @@ fn main() {
         fault_child(&dir);
         return;
     }
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f.as_str()));
+    // A small subset of libtest's command line: name filters and `--skip NAME`, so that
+    // `cargo test -p switchboard-store -- model` or `-- --skip crash` behave as expected.
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--skip" => skips.extend(it.next().cloned()),
+            "--test-threads" | "--format" | "--color" | "-Z" | "--logfile" => {
+                it.next();
+            }
+            _ if a.starts_with('-') => {}
+            _ => filters.push(a.clone()),
+        }
+    }
+    let wanted = |name: &str| {
+        (filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+            && !skips.iter().any(|s| name.contains(s.as_str()))
+    };
     if wanted("crash_recovery") {
         let started = Instant::now();
         parent();
@@ -308,9 +324,11 @@ fn parent() {
         }
         let status = child.wait().unwrap();
         assert!(killed, "child exited on its own: {status:?}");
+        // Normally `kill_after` acks were seen; on a very slow disk the 20 s deadline may have
+        // fired first, which is still a kill at a random moment.
         assert!(
-            acks_this_round >= kill_after,
-            "round {round}: {acks_this_round} acks"
+            acks_this_round >= 1,
+            "round {round}: no ack before the kill"
         );
 
         // Recovery: reopen the crash image and check every acknowledged event.

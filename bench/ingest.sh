@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Ingest benchmark (BENCHMARKS.md, "Ingest"): wrk replaying a pre-signed corpus of unique Genesys
+# events against
+#   (a) switchboard serve: hub-signature-256 source, durable store (fsync per group commit),
+#       one catch-all rule to a file target;
+#   (b) bench-baseline: bare hyper answering 202 without work (the ceiling on this machine);
+# then a dedup-hit run (the same corpus again: every request a duplicate) and an open-loop run
+# with `switchboard simulate` at half of (a)'s rate. Server on CPU 0, load generator on CPU 1.
+# Talks only to 127.0.0.1 and stops by itself. Usage: bench/ingest.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${2:-32}
+THREADS=1
+PORT_SB=18080
+PORT_BASE=18090
+SECRET=bench-secret-0123456789
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y wrk >/dev/null; }
+cargo build --release -p switchboard -p bench-baseline 2>&1 | tail -1
+SB=target/release/switchboard
+BASE=target/release/bench-baseline
+
+# A corpus larger than any run can use, so every request in (a) is a new event.
+EVENTS=${EVENTS:-400000}
+echo "generating $EVENTS signed events"
+"$SB" simulate --secret="$SECRET" --events "$EVENTS" --out "$WORK/corpus.jsonl" 2>/dev/null
+python3 - "$WORK/corpus.jsonl" "$WORK/corpus.tsv" <<'PY'
+import json, sys
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
+    for line in src:
+        r = json.loads(line)
+        dst.write(r["headers"]["x-hub-signature-256"] + "\t" + r["body"] + "\n")
+PY
+
+cat > "$WORK/sb.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT_SB"
+data_dir = "$WORK/data"
+[log]
+level = "warn"
+[[sources]]
+name = "genesys"
+path = "/webhooks/genesys"
+auth = { scheme = "hub-signature-256", secrets = ["$SECRET"] }
+[[targets]]
+name = "file"
+type = "file"
+path = "events.jsonl"
+[[rules]]
+name = "all"
+[[rules.targets]]
+id = "file"
+arn = "file"
+TOML
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+hwm_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
+run_wrk() { CORPUS="$WORK/corpus.tsv" WRK_THREADS=$THREADS taskset -c 1 wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/replay.lua "$1"; }
+summary() { awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF} END {printf "%s req/s, p50 %s, p99 %s, non-2xx %s\n", rps, p50, p99, (bad==""?0:bad)}'; }
+
+echo "== (b) baseline: bare hyper"
+taskset -c 0 "$BASE" 127.0.0.1:$PORT_BASE >/dev/null & BPID=$!
+wait_port $PORT_BASE
+run_wrk "http://127.0.0.1:$PORT_BASE/webhooks/genesys" | tee "$WORK/base.txt" | summary
+kill $BPID; wait $BPID 2>/dev/null || true
+
+echo "== (a) switchboard serve, durable, file target"
+taskset -c 0 "$SB" serve --config "$WORK/sb.toml" >/dev/null & SPID=$!
+wait_port $PORT_SB
+run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/sb.txt" | summary
+echo "RSS after (a): $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
+
+echo "== dedup hits: the same corpus again (every answer 200 duplicate)"
+run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/dup.txt" | summary
+
+RPS=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/sb.txt")
+HALF=$((RPS / 2))
+N=$((HALF * DUR))
+echo "== open loop: simulate at $HALF events/s (half of (a)) for ${DUR}s"
+taskset -c 1 "$SB" simulate --url "http://127.0.0.1:$PORT_SB/webhooks/genesys" --secret="$SECRET" \
+  --rate "$HALF" --events "$N" | tee "$WORK/open.json"
+echo "RSS at steady load: $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
+kill -TERM $SPID; wait $SPID || true
+
+A=$(awk '/Requests\/sec/ {print $2}' "$WORK/sb.txt")
+B=$(awk '/Requests\/sec/ {print $2}' "$WORK/base.txt")
+python3 -c "print('ratio (a)/(b) = %.2f' % ($A / $B))"
