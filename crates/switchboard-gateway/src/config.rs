@@ -161,8 +161,10 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Time allowed for a request's headers, and for an idle keep-alive connection (slowloris).
     pub header_timeout_secs: u64,
-    /// Connections served at once; beyond it the listener stops accepting (kernel backlog).
+    /// Connections being served at once (with HTTP state); others wait for a slot.
     pub max_connections: usize,
+    /// Connections accepted that have not sent a byte yet; beyond it new ones are closed at once.
+    pub max_pending_connections: usize,
     /// Seconds a client is told to wait (`Retry-After`) when ingest is refused with 503.
     pub retry_after_secs: u64,
 }
@@ -177,6 +179,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             header_timeout_secs: 10,
             max_connections: 1024,
+            max_pending_connections: 16_384,
             retry_after_secs: 1,
         }
     }
@@ -788,7 +791,11 @@ impl Config {
                 "must be 1–128".into(),
             ));
         }
-        if s.max_connections == 0 || self.store.max_batch == 0 || self.store.queue_capacity == 0 {
+        if s.max_connections == 0
+            || s.max_pending_connections == 0
+            || self.store.max_batch == 0
+            || self.store.queue_capacity == 0
+        {
             return Err(err(
                 0..0,
                 "server.max_connections / store.max_batch / store.queue_capacity".into(),

@@ -208,6 +208,7 @@ impl Gateway {
         let app = http_app(state.clone());
         let limits = server::ListenerLimits {
             max_connections: cfg.server.max_connections,
+            max_pending_connections: cfg.server.max_pending_connections,
             header_timeout: Duration::from_secs(cfg.server.header_timeout_secs),
         };
         let server = tokio::spawn(server::serve(listener, app, limits, shutdown.clone()));
@@ -347,13 +348,24 @@ async fn maintenance(app: Arc<AppState>) {
             telemetry::depths(&q, &d, &names);
         }
         if round.is_multiple_of(12) {
-            match app
-                .store
-                .expire(delivery::now_ms(), retention_ms, 10_000)
-                .await
-            {
-                Ok(stats) => tracing::debug!(?stats, "expired old dedup keys and events"),
-                Err(e) => tracing::warn!(error = %e, "expiry failed"),
+            // Bounded chunks keep each write transaction short; loop while the store says more.
+            for _ in 0..100 {
+                match app
+                    .store
+                    .expire(delivery::now_ms(), retention_ms, 10_000)
+                    .await
+                {
+                    Ok(stats) => {
+                        tracing::debug!(?stats, "expired old dedup keys and events");
+                        if !stats.more {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "expiry failed");
+                        break;
+                    }
+                }
             }
         }
     }

@@ -1,21 +1,30 @@
-//! The HTTP listener: a bounded accept loop instead of `axum::serve`.
+//! The HTTP listener: a bounded, two-stage accept loop instead of `axum::serve`.
 //!
 //! `axum::serve` accepts without limit and sets no header timeout, so a client that opens many
 //! connections, or trickles its headers (slowloris), holds server resources for as long as it
-//! likes. Here every connection takes a permit from a semaphore (`server.max_connections`; when
-//! none is left the loop stops accepting and the kernel backlog absorbs the rest), headers must
-//! arrive within `server.header_timeout_secs` (hyper's timer closes the connection otherwise; the
-//! same timer bounds how long an idle keep-alive connection is kept), and the whole request is
-//! bounded by `request_timeout_secs` in the router.
+//! likes. Here a connection goes through two stages:
+//!
+//! 1. **Waiting for its first byte.** It holds a cheap *pending* permit (`max_pending_connections`)
+//!    and no HTTP state at all: just the socket and a small task. If nothing arrives within
+//!    `header_timeout` it is closed. When the pending stage is full, new connections are closed at
+//!    once, so the accept queue keeps moving.
+//! 2. **Being served.** Once bytes arrive it waits for a *serving* permit (`max_connections`) and
+//!    is handed to hyper, whose timer closes it if the headers are not complete within
+//!    `header_timeout` (and when it idles between keep-alive requests for that long).
+//!
+//! So thousands of silent connections cost a socket each and never delay a client that speaks,
+//! while the number of connections with HTTP buffers is bounded.
 //!
 //! Shutdown: when the token fires the loop stops accepting, every open connection is told to
 //! finish its in-flight request and close, and [`serve`] returns once they all have.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -23,8 +32,10 @@ use tower::ServiceExt as _;
 /// Limits of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
-    /// Connections served at once.
+    /// Connections being served (with HTTP state) at once.
     pub max_connections: usize,
+    /// Connections accepted but silent so far.
+    pub max_pending_connections: usize,
     /// Time allowed for a request's headers (and for an idle keep-alive connection).
     pub header_timeout: Duration,
 }
@@ -36,20 +47,14 @@ pub async fn serve(
     limits: ListenerLimits,
     cancel: CancellationToken,
 ) {
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let serving = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let pending = Arc::new(Semaphore::new(limits.max_pending_connections.max(1)));
     let tracker = TaskTracker::new();
     let mut accept_backoff = Duration::from_millis(5);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = cancel.cancelled() => break,
-        };
-        let (stream, _peer) = tokio::select! {
+        let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok(s) => {
+                Ok((s, _peer)) => {
                     accept_backoff = Duration::from_millis(5);
                     s
                 }
@@ -63,39 +68,73 @@ pub async fn serve(
             },
             _ = cancel.cancelled() => break,
         };
+        let Ok(pending_permit) = pending.clone().try_acquire_owned() else {
+            // Full of silent connections: refuse this one now rather than queue without bound.
+            metrics::counter!("switchboard_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let cancel = cancel.clone();
+        let serving = serving.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            let service = TowerToHyperService::new(
-                app.map_request(|req: hyper::Request<hyper::body::Incoming>| req.map(axum::body::Body::new)),
-            );
-            // HTTP/1.1 only: senders of webhooks and API-destination calls speak it, and the
-            // auto (h1/h2) builder waits for a version preface without any timeout, which would let
-            // a silent connection hold its permit forever.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::trace!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    if let Err(e) = conn.await {
-                        tracing::trace!(error = %e, "connection ended with an error during shutdown");
-                    }
-                }
+            // `peek` (not `readable`, whose readiness can be spurious) waits for a real byte.
+            let mut probe = [0u8; 1];
+            let first_byte = tokio::select! {
+                r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut probe)) => r,
+                _ = cancel.cancelled() => return,
+            };
+            if !matches!(first_byte, Ok(Ok(n)) if n > 0) {
+                return;
             }
+            drop(pending_permit);
+            let serving_permit = tokio::select! {
+                p = serving.acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = cancel.cancelled() => return,
+            };
+            serve_connection(stream, app, limits.header_timeout, cancel).await;
+            drop(serving_permit);
         });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: axum::Router,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+) {
+    let service = TowerToHyperService::new(
+        app.map_request(|req: hyper::Request<hyper::body::Incoming>| {
+            req.map(axum::body::Body::new)
+        }),
+    );
+    // HTTP/1.1 only: senders of webhooks and API-destination calls speak it, and an h1/h2
+    // auto-detecting connection waits for a version preface without any timeout.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error during shutdown");
+            }
+        }
+    }
 }

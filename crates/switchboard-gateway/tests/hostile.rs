@@ -102,24 +102,50 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_wait_and_idle_ones_are_reaped() {
+async fn ten_thousand_idle_connections_do_not_starve_a_real_client() {
     let gw = TestGateway::start(&config_with(
-        "[server]\nmax_connections = 20\nheader_timeout_secs = 1\n",
+        "[server]\nmax_connections = 16\nheader_timeout_secs = 30\n",
     ))
     .await;
-    // 100 idle connections: five times the limit.
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(raw(&gw).await);
+    // 10,000 connections that never send a byte (opened concurrently, 2,000 at a time).
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::with_capacity(10_000);
+    let opening = Instant::now();
+    const BATCH: usize = 2000;
+    for _ in 0..10_000 / BATCH {
+        let batch: Vec<_> = (0..BATCH)
+            .map(|_| tokio::spawn(TcpStream::connect(addr.clone())))
+            .collect();
+        for b in batch {
+            idle.push(b.await.unwrap().unwrap());
+        }
     }
-    // A real client gets through once idle connections are closed by the header timeout.
-    let t0 = Instant::now();
-    let resp = tokio::time::timeout(WAIT, gw.client.get(gw.url("/healthz")).send()).await;
-    let resp = resp.expect("server stayed unresponsive").unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
     eprintln!(
-        "answered after {:?} behind 100 idle connections",
-        t0.elapsed()
+        "opened {} idle connections in {:?}",
+        idle.len(),
+        opening.elapsed()
+    );
+    // A client that speaks is served at once although the header timeout is 30 s: silent
+    // connections never take a serving slot.
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        let resp = tokio::time::timeout(WAIT, gw.client.get(gw.url("/healthz")).send()).await;
+        assert_eq!(
+            resp.expect("server unresponsive")
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "20 requests took {took:?} behind 10,000 idle connections"
+    );
+    eprintln!(
+        "20 requests answered in {took:?} behind {} idle connections",
+        idle.len()
     );
     drop(idle);
     gw.stop().await;

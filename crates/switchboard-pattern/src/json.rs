@@ -80,7 +80,8 @@ fn chunk_masks_portable(chunk: &[u8]) -> (u32, u32, u32) {
         let w = word_at(bytes, 0);
         let folded = w | splat(0x20);
         // One bit per byte, gathered from each byte's high bit.
-        let compress = |m: u64| -> u32 { (((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32 };
+        let compress =
+            |m: u64| -> u32 { (((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32 };
         out.0 |= compress(zero_bytes(w ^ splat(b'"'))) << half;
         out.1 |= compress(zero_bytes(folded ^ splat(b'{'))) << half;
         out.2 |= compress(zero_bytes(folded ^ splat(b'}'))) << half;
@@ -97,7 +98,8 @@ const CHUNK: usize = 16;
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn skip_run(b: &[u8], j: usize, depth: usize) -> (usize, usize) {
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
+    {
         // SAFETY: the CPU supports AVX2 and POPCNT (checked just above),
         // which is all `skip_run_avx2` requires.
         unsafe { skip_run_avx2(b, j, depth) }
@@ -147,7 +149,10 @@ fn skip_run_avx2(b: &[u8], mut j: usize, mut depth: usize) -> (usize, usize) {
 /// `popcnt` instruction).
 #[inline]
 fn pop32(m: u32) -> usize {
-    m.to_le_bytes().iter().map(|&x| usize::from(POP8[x as usize])).sum()
+    m.to_le_bytes()
+        .iter()
+        .map(|&x| usize::from(POP8[x as usize]))
+        .sum()
 }
 
 static POP8: [u8; 256] = {
@@ -345,16 +350,25 @@ impl<'a> Cursor<'a> {
                     continue;
                 }
             }
-            let limit = if quotes == 0 { CHUNK } else { quotes.trailing_zeros() as usize };
-            let before = if limit == CHUNK { u32::MAX } else { (1u32 << limit) - 1 };
+            let limit = if quotes == 0 {
+                CHUNK
+            } else {
+                quotes.trailing_zeros() as usize
+            };
+            let before = if limit == CHUNK {
+                u32::MAX
+            } else {
+                (1u32 << limit) - 1
+            };
             let (opens, closes) = (opens & before, closes & before);
             if opens | closes != 0 {
                 let c = pop32(closes);
                 if c < depth {
                     depth = depth + pop32(opens) - c;
                 } else {
-                    for k in j..(j + limit).min(b.len()) {
-                        match b[k] {
+                    let end = (j + limit).min(b.len());
+                    for (k, &byte) in b.iter().enumerate().take(end).skip(j) {
+                        match byte {
                             b'{' | b'[' => depth += 1,
                             b'}' | b']' => {
                                 depth = depth.saturating_sub(1);

@@ -32,7 +32,8 @@ use crate::error::EventError;
 use crate::json::{Cursor, Literal, unescape};
 use crate::pattern::{AnythingBut, Cond, Pattern, Scalar};
 use crate::value::{
-    Cidr, NumKey, Range, Wildcard, fold_into, num_key_from_literal, write_number_literal,
+    Cidr, NumKey, Range, Wildcard, bytes_eq, ends_with, fold_into, num_key_from_literal,
+    starts_with, write_number_literal,
 };
 
 const NONE: u32 = u32::MAX;
@@ -112,7 +113,7 @@ impl PathNode {
         // An inline byte loop beats a `memcmp` call for short keys.
         self.edges
             .iter()
-            .find(|(k, _)| k.len() == key.len() && k.iter().zip(key).all(|(a, b)| a == b))
+            .find(|(k, _)| bytes_eq(k, key))
             .map(|&(_, id)| id)
     }
 
@@ -188,9 +189,9 @@ impl Affix {
         if self.all.len() <= AFFIX_LINEAR_MAX {
             for (k, s) in &self.all {
                 let hit = if suffix {
-                    v.ends_with(k)
+                    ends_with(v, k)
                 } else {
-                    v.starts_with(k)
+                    starts_with(v, k)
                 };
                 if hit {
                     emit(*s);
@@ -202,7 +203,11 @@ impl Affix {
             if len > v.len() {
                 break;
             }
-            let key = if suffix { &v[v.len() - len..] } else { &v[..len] };
+            let key = if suffix {
+                &v[v.len() - len..]
+            } else {
+                &v[..len]
+            };
             if let Some(ids) = self.map.get(key) {
                 ids.iter().for_each(|&s| emit(s));
             }
@@ -431,8 +436,8 @@ impl FieldIndex {
                     let mut folded = false;
                     for (ab, s) in &self.anything_but {
                         let excluded = ab.strings.contains(bytes)
-                            || ab.prefixes.iter().any(|p| bytes.starts_with(p))
-                            || ab.suffixes.iter().any(|p| bytes.ends_with(p))
+                            || ab.prefixes.iter().any(|p| starts_with(bytes, p))
+                            || ab.suffixes.iter().any(|p| ends_with(bytes, p))
                             || ab.wildcards.iter().any(|w| w.matches(bytes))
                             || (!ab.folded.is_empty() && {
                                 if !folded {

@@ -47,40 +47,85 @@ fn serve_zero_config(dir: &std::path::Path) -> Server {
     };
     std::thread::spawn(move || for _ in lines {});
     if let (Some(s), Some(cmd)) = (&secret, &send_cmd) {
-        assert!(cmd.contains(s), "the printed send command carries the secret: {cmd}");
-        assert!(cmd.contains(&addr), "the printed send command targets the server: {cmd}");
+        assert!(
+            cmd.contains(s),
+            "the printed send command carries the secret: {cmd}"
+        );
+        assert!(
+            cmd.contains(&addr),
+            "the printed send command targets the server: {cmd}"
+        );
     }
-    Server { child, addr, secret }
+    Server {
+        child,
+        addr,
+        secret,
+    }
 }
 
 #[test]
 fn zero_config_serve_send_and_dlq() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve_zero_config(dir.path());
-    let secret = server.secret.clone().expect("first start prints the generated secret");
-    let stored = std::fs::read_to_string(dir.path().join("switchboard-data/webhook-secret")).unwrap();
+    let secret = server
+        .secret
+        .clone()
+        .expect("first start prints the generated secret");
+    let stored =
+        std::fs::read_to_string(dir.path().join("switchboard-data/webhook-secret")).unwrap();
     assert_eq!(stored.trim(), secret);
 
     let url = format!("http://{}/webhooks/genesys", server.addr);
-    let out = bin().args(["send", "--url", &url, &format!("--secret={secret}")]).output().unwrap();
+    let out = bin()
+        .args(["send", "--url", &url, &format!("--secret={secret}")])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "send failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.contains(": 202 ")).count(), 9, "{stdout}");
+    assert!(
+        out.status.success(),
+        "send failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(": 202 ")).count(),
+        9,
+        "{stdout}"
+    );
 
     // The same events again are duplicates.
-    let out = bin().args(["send", "--url", &url, &format!("--secret={secret}")]).output().unwrap();
+    let out = bin()
+        .args(["send", "--url", &url, &format!("--secret={secret}")])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert_eq!(stdout.lines().filter(|l| l.contains(": 200 ") && l.contains("\"duplicate\":true")).count(), 9, "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(": 200 ") && l.contains("\"duplicate\":true"))
+            .count(),
+        9,
+        "{stdout}"
+    );
 
     // A wrong secret is refused and `send` says so with a failing exit code.
-    let out = bin().args(["send", "--url", &url, "--secret", "wrong"]).output().unwrap();
+    let out = bin()
+        .args(["send", "--url", &url, "--secret", "wrong"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(": 401 "));
 
     // The admin API answers on loopback without a token.
-    let out = bin().args(["dlq", "list", "--url", &format!("http://{}", server.addr)]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["dlq", "list", "--url", &format!("http://{}", server.addr)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["items"], serde_json::json!([]));
 
@@ -88,12 +133,17 @@ fn zero_config_serve_send_and_dlq() {
     let file = dir.path().join("switchboard-data/events.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let n = std::fs::read_to_string(&file).map(|t| t.lines().count()).unwrap_or(0);
+        let n = std::fs::read_to_string(&file)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         if n == 9 {
             break;
         }
         assert!(n < 9, "more lines than events: {n}");
-        assert!(std::time::Instant::now() < deadline, "only {n} lines in events.jsonl");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {n} lines in events.jsonl"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -120,7 +170,10 @@ fn config_check_names_file_line_and_key() {
     assert!(err.contains("rules[0].event_pattern"), "{err}");
     assert!(err.contains("InvalidEventPatternException"), "{err}");
 
-    let out = bin().args(["config", "check", "/nonexistent/x.toml"]).output().unwrap();
+    let out = bin()
+        .args(["config", "check", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -131,10 +184,26 @@ fn simulate_open_loop_against_serve_and_to_a_file() {
     let secret = server.secret.clone().unwrap();
     let url = format!("http://{}/webhooks/genesys", server.addr);
     let out = bin()
-        .args(["simulate", "--url", &url, &format!("--secret={secret}"), "--events", "200", "--rate", "1000", "--duplicates", "0.1"])
+        .args([
+            "simulate",
+            "--url",
+            &url,
+            &format!("--secret={secret}"),
+            "--events",
+            "200",
+            "--rate",
+            "1000",
+            "--duplicates",
+            "0.1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["sent"], 200);
     assert_eq!(report["errors"], 0);
@@ -145,12 +214,30 @@ fn simulate_open_loop_against_serve_and_to_a_file() {
     assert!(report["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
 
     let file = dir.path().join("corpus.jsonl");
-    let out = bin().args(["simulate", "--secret", "s", "--events", "30", "--out"]).arg(&file).output().unwrap();
+    let out = bin()
+        .args(["simulate", "--secret", "s", "--events", "30", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = std::fs::read_to_string(&file).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 30);
-    assert!(lines[0]["headers"]["x-hub-signature-256"].as_str().unwrap().starts_with("sha256="));
-    let first: serde_json::Value = serde_json::from_str(lines[0]["body"].as_str().unwrap()).unwrap();
-    assert!(first["topicName"].as_str().unwrap().ends_with(".customer.start"));
+    assert!(
+        lines[0]["headers"]["x-hub-signature-256"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256=")
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(lines[0]["body"].as_str().unwrap()).unwrap();
+    assert!(
+        first["topicName"]
+            .as_str()
+            .unwrap()
+            .ends_with(".customer.start")
+    );
 }

@@ -93,7 +93,9 @@ pub fn load_secret(secret: Option<String>) -> anyhow::Result<String> {
 pub fn scheme_of(arg: SchemeArg, header: Option<String>) -> Scheme {
     match arg {
         SchemeArg::HubSignature256 => Scheme::HubSignature256,
-        SchemeArg::StandardWebhooks => Scheme::StandardWebhooks { tolerance_secs: 300 },
+        SchemeArg::StandardWebhooks => Scheme::StandardWebhooks {
+            tolerance_secs: 300,
+        },
         SchemeArg::HmacHeader => Scheme::HmacHeader {
             header: header.unwrap_or_else(|| "X-Genesys-Webhook-Signature".into()),
             prefix: String::new(),

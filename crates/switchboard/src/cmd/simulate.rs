@@ -102,8 +102,12 @@ impl Org {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Org {
             templates,
-            agents: (0..agents).map(|_| uuid::Uuid::new_v4().to_string()).collect(),
-            queues: (0..queues).map(|_| uuid::Uuid::new_v4().to_string()).collect(),
+            agents: (0..agents)
+                .map(|_| uuid::Uuid::new_v4().to_string())
+                .collect(),
+            queues: (0..queues)
+                .map(|_| uuid::Uuid::new_v4().to_string())
+                .collect(),
             step: 0,
             conversation: String::new(),
             agent: 0,
@@ -154,7 +158,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.duplicates) {
         bail!("--duplicates must be within 0.0–1.0");
     }
-    if !(args.rate > 0.0) {
+    if args.rate.is_nan() || args.rate <= 0.0 {
         bail!("--rate must be > 0");
     }
     let secret = load_secret(args.secret.clone())?;
@@ -162,19 +166,25 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut org = Org::new(args.agents, args.queues)?;
     // Decide the whole plan up front: which events, which are resent.
     let mut plan: Vec<String> = Vec::with_capacity(args.events);
-    let mut dup_every = if args.duplicates > 0.0 { (1.0 / args.duplicates).round() as usize } else { 0 };
+    let mut dup_every = if args.duplicates > 0.0 {
+        (1.0 / args.duplicates).round() as usize
+    } else {
+        0
+    };
     if dup_every == 0 && args.duplicates > 0.0 {
         dup_every = 1;
     }
     while plan.len() < args.events {
         let e = org.next_event();
         plan.push(e.clone());
-        if dup_every > 0 && plan.len() % dup_every == 0 && plan.len() < args.events {
+        if dup_every > 0 && plan.len().is_multiple_of(dup_every) && plan.len() < args.events {
             plan.push(e);
         }
     }
     if let Some(out) = &args.out {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        );
         for (i, body) in plan.iter().enumerate() {
             let headers = sign(&scheme, &secret, body, i)?;
             let line = serde_json::json!({"headers": headers.into_iter().collect::<serde_json::Map<_, _>>(), "body": body});
@@ -184,25 +194,49 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {} signed requests to {}", plan.len(), out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = rt.block_on(send_open_loop(&args, &scheme, &secret, plan))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(if report["errors"].as_u64() == Some(0) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report["errors"].as_u64() == Some(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-fn sign(scheme: &Scheme, secret: &str, body: &str, i: usize) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+fn sign(
+    scheme: &Scheme,
+    secret: &str,
+    body: &str,
+    i: usize,
+) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut headers = switchboard_verify::sign(scheme, secret, body.as_bytes(), &format!("msg_sim_{i}_{}", uuid::Uuid::new_v4().simple()), now)
-        .map_err(|e| anyhow::anyhow!("signing: {e}"))?
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v)))
-        .collect::<Vec<_>>();
+    let mut headers = switchboard_verify::sign(
+        scheme,
+        secret,
+        body.as_bytes(),
+        &format!("msg_sim_{i}_{}", uuid::Uuid::new_v4().simple()),
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+    .into_iter()
+    .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v)))
+    .collect::<Vec<_>>();
     headers.push(("content-type".into(), "application/json".into()));
     Ok(headers)
 }
 
-async fn send_open_loop(args: &SimulateArgs, scheme: &Scheme, secret: &str, plan: Vec<String>) -> anyhow::Result<serde_json::Value> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).build()?;
+async fn send_open_loop(
+    args: &SimulateArgs,
+    scheme: &Scheme,
+    secret: &str,
+    plan: Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.max_in_flight)
+        .build()?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<(u16, Duration), String>>();
     let interval = Duration::from_secs_f64(1.0 / args.rate);
