@@ -56,7 +56,10 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     pub fn new() -> Self {
-        TokenCache { current: Mutex::new(None), fetches: Default::default() }
+        TokenCache {
+            current: Mutex::new(None),
+            fetches: Default::default(),
+        }
     }
 
     pub fn fetches(&self) -> u64 {
@@ -78,7 +81,8 @@ impl TokenCache {
         let before = Instant::now();
         let before_utc = OffsetDateTime::now_utc();
         let resp = fetch().await?;
-        self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Count the lifetime from when we asked, not when the answer arrived, so we never
         // believe a token lives longer than Genesys does.
         let life = Duration::from_secs(resp.expires_in);
@@ -108,5 +112,8 @@ impl TokenCache {
 /// `Authorization: Basic base64(client_id:client_secret)`.
 pub(crate) fn basic_header(client_id: &str, client_secret: &str) -> String {
     let raw = format!("{client_id}:{client_secret}");
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }

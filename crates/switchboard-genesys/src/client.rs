@@ -46,26 +46,44 @@ pub struct ClientConfig {
     #[serde(default = "defaults::rate_limit")]
     pub rate_limit: u32,
     /// Window of the client-side limiter (default 60 s).
-    #[serde(default = "defaults::minute", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "defaults::minute",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub rate_limit_window: Duration,
     /// Longest we sleep for one 429's `Retry-After` (default 180 s, as the .NET SDK). Longer
     /// values (daily limits) are clamped to this, then the retry budget decides.
-    #[serde(default = "defaults::retry_after_cap", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "defaults::retry_after_cap",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub retry_after_cap: Duration,
     /// Wait for a 429 without `Retry-After` (default 3 s, as the .NET SDK).
-    #[serde(default = "defaults::retry_after_default", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "defaults::retry_after_default",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub retry_after_default: Duration,
     /// First back-off step for 502/503/504 on idempotent calls; then ×3 each try (3 s, 9 s, 27 s).
-    #[serde(default = "defaults::backoff_base", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "defaults::backoff_base",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub backoff_base: Duration,
     /// Retries after the first attempt (429, 5xx, connection failures). Default 5.
     #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
     /// A token closer than this to its expiry is replaced before use (default 5 min).
-    #[serde(default = "defaults::refresh_ahead", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "defaults::refresh_ahead",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub token_refresh_ahead: Duration,
     /// Per-request timeout (default 30 s).
-    #[serde(default = "defaults::request_timeout", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "defaults::request_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub request_timeout: Duration,
 }
 
@@ -99,7 +117,11 @@ mod defaults {
 
 impl ClientConfig {
     /// A config for `region` with every default.
-    pub fn new(region: &str, client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+    pub fn new(
+        region: &str,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
         ClientConfig {
             region: Some(region.to_string()),
             api_base_url: None,
@@ -190,14 +212,19 @@ struct Inner {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("api_base", &self.inner.api_base).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("api_base", &self.inner.api_base)
+            .finish_non_exhaustive()
     }
 }
 
 fn normalize_base(url: &str) -> Result<String> {
-    let parsed = url::Url::parse(url).map_err(|e| Error::Config(format!("bad base URL {url:?}: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| Error::Config(format!("bad base URL {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(Error::Config(format!("base URL {url:?} must be http(s)://host")));
+        return Err(Error::Config(format!(
+            "base URL {url:?} must be http(s)://host"
+        )));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -206,7 +233,9 @@ impl Client {
     /// Builds a client; no network traffic until the first call.
     pub fn new(cfg: ClientConfig) -> Result<Client> {
         if cfg.client_id.is_empty() || cfg.client_secret.is_empty() {
-            return Err(Error::Config("client_id and client_secret are required".into()));
+            return Err(Error::Config(
+                "client_id and client_secret are required".into(),
+            ));
         }
         let region = cfg.region.as_deref().map(Region::parse).transpose()?;
         let api_base = match (&cfg.api_base_url, region) {
@@ -254,13 +283,17 @@ impl Client {
 
     /// A token valid for at least the configured refresh-ahead margin.
     pub async fn token(&self) -> Result<AccessToken> {
-        self.token_valid_for(self.inner.cfg.token_refresh_ahead).await
+        self.token_valid_for(self.inner.cfg.token_refresh_ahead)
+            .await
     }
 
     /// A token valid for at least `min_validity`; fetches a new one if the cached one is
     /// closer to expiry. Notification channels use this: a channel dies with its token.
     pub async fn token_valid_for(&self, min_validity: Duration) -> Result<AccessToken> {
-        self.inner.tokens.get(min_validity, || self.fetch_token()).await
+        self.inner
+            .tokens
+            .get(min_validity, || self.fetch_token())
+            .await
     }
 
     /// How many tokens this client has fetched from the login host.
@@ -290,27 +323,41 @@ impl Client {
                 .await;
             let resp = match sent {
                 Ok(r) => r,
-                Err(e) if attempt <= self.inner.cfg.max_retries && (e.is_connect() || e.is_timeout()) => {
+                Err(e)
+                    if attempt <= self.inner.cfg.max_retries
+                        && (e.is_connect() || e.is_timeout()) =>
+                {
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
                 }
                 Err(source) => {
-                    return Err(Error::Transport { method: "POST".into(), path: url, source });
+                    return Err(Error::Transport {
+                        method: "POST".into(),
+                        path: url,
+                        source,
+                    });
                 }
             };
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|source| Error::Transport { method: "POST".into(), path: url.clone(), source })?;
+            let body = resp.bytes().await.map_err(|source| Error::Transport {
+                method: "POST".into(),
+                path: url.clone(),
+                source,
+            })?;
             if status.is_success() {
-                return serde_json::from_slice(&body)
-                    .map_err(|e| Error::Decode { path: "/oauth/token".into(), message: e.to_string() });
+                return serde_json::from_slice(&body).map_err(|e| Error::Decode {
+                    path: "/oauth/token".into(),
+                    message: e.to_string(),
+                });
             }
             let err = api_error("POST", "/oauth/token", status, &headers, &body);
             if let Some(wait) = self.retry_wait(status, &headers, attempt, true) {
-                tracing::warn!(status = status.as_u16(), ?wait, "Genesys token request throttled or failed; retrying");
+                tracing::warn!(
+                    status = status.as_u16(),
+                    ?wait,
+                    "Genesys token request throttled or failed; retrying"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -319,7 +366,13 @@ impl Client {
     }
 
     /// How long to wait before retrying this answer, or `None` if it must not be retried.
-    fn retry_wait(&self, status: StatusCode, headers: &HeaderMap, attempt: u32, idempotent: bool) -> Option<Duration> {
+    fn retry_wait(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        attempt: u32,
+        idempotent: bool,
+    ) -> Option<Duration> {
         if attempt > self.inner.cfg.max_retries {
             return None;
         }
@@ -343,7 +396,11 @@ impl Client {
 
     /// 3^(attempt-1) × base with ±20 % jitter, capped at 5 minutes.
     fn backoff(&self, attempt: u32) -> Duration {
-        let step = self.inner.cfg.backoff_base.saturating_mul(3u32.saturating_pow(attempt.saturating_sub(1)));
+        let step = self
+            .inner
+            .cfg
+            .backoff_base
+            .saturating_mul(3u32.saturating_pow(attempt.saturating_sub(1)));
         let step = step.min(Duration::from_secs(300));
         step.mul_f64(rand::rng().random_range(0.8..=1.2))
     }
@@ -365,7 +422,10 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value> {
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
         let url = self.url(path);
         let mut attempt = 0u32;
         let mut refreshed = false;
@@ -390,14 +450,19 @@ impl Client {
                 // A refused connection never reached Genesys, so any method may be repeated;
                 // a timeout might have, so only idempotent ones are.
                 Err(e)
-                    if attempt <= self.inner.cfg.max_retries && (e.is_connect() || (idempotent && e.is_timeout())) =>
+                    if attempt <= self.inner.cfg.max_retries
+                        && (e.is_connect() || (idempotent && e.is_timeout())) =>
                 {
                     tracing::warn!(%method, path, error = %e, "Genesys request failed; retrying");
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
                 }
                 Err(source) => {
-                    return Err(Error::Transport { method: method.to_string(), path: path.to_string(), source });
+                    return Err(Error::Transport {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        source,
+                    });
                 }
             };
             let status = resp.status();
@@ -413,8 +478,10 @@ impl Client {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     return Ok(Value::Null);
                 }
-                return serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Decode { path: path.to_string(), message: e.to_string() });
+                return serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+                    path: path.to_string(),
+                    message: e.to_string(),
+                });
             }
             let err = api_error(method.as_str(), path, status, &headers, &bytes);
             if status == StatusCode::UNAUTHORIZED && !refreshed {
@@ -435,7 +502,8 @@ impl Client {
             if status == StatusCode::TOO_MANY_REQUESTS {
                 return Err(Error::RateLimited {
                     attempts: attempt,
-                    retry_after: retry_after(&headers).unwrap_or(self.inner.cfg.retry_after_default),
+                    retry_after: retry_after(&headers)
+                        .unwrap_or(self.inner.cfg.retry_after_default),
                     error: Box::new(err),
                 });
             }
@@ -452,11 +520,18 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<T> {
         let v = self.request(method, path, query, body).await?;
-        serde_json::from_value(v).map_err(|e| Error::Decode { path: path.to_string(), message: e.to_string() })
+        serde_json::from_value(v).map_err(|e| Error::Decode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// `GET path` decoded as `T`.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
         self.request_as(Method::GET, path, query, None).await
     }
 
@@ -484,7 +559,10 @@ impl Client {
                 return Ok(out);
             }
         }
-        Err(Error::Decode { path: path.to_string(), message: format!("more than {MAX_PAGES} pages") })
+        Err(Error::Decode {
+            path: path.to_string(),
+            message: format!("more than {MAX_PAGES} pages"),
+        })
     }
 
     /// Org, region and token expiry.
@@ -514,7 +592,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)))
 }
 
-fn api_error(method: &str, path: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
+fn api_error(
+    method: &str,
+    path: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiError {
     #[derive(Deserialize)]
     struct Body {
         #[serde(default)]
@@ -525,7 +609,10 @@ fn api_error(method: &str, path: &str, status: StatusCode, headers: &HeaderMap, 
     let parsed: Option<Body> = serde_json::from_slice(body).ok();
     let (code, message) = match parsed {
         Some(b) => (b.code, b.message.unwrap_or_default()),
-        None => (None, String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+        None => (
+            None,
+            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        ),
     };
     ApiError {
         method: method.to_string(),
@@ -556,15 +643,30 @@ mod tests {
     fn base_urls() {
         let check = |c: ClientConfig, api: &str, login: &str| {
             let client = Client::new(c).unwrap();
-            assert_eq!((client.api_base_url(), client.login_base_url()), (api, login));
+            assert_eq!(
+                (client.api_base_url(), client.login_base_url()),
+                (api, login)
+            );
         };
-        check(cfg(None, Some("eu_west_1"), None), "https://api.mypurecloud.ie", "https://login.mypurecloud.ie");
         check(
-            cfg(Some("http://127.0.0.1:9/"), None, Some("http://127.0.0.1:10")),
+            cfg(None, Some("eu_west_1"), None),
+            "https://api.mypurecloud.ie",
+            "https://login.mypurecloud.ie",
+        );
+        check(
+            cfg(
+                Some("http://127.0.0.1:9/"),
+                None,
+                Some("http://127.0.0.1:10"),
+            ),
             "http://127.0.0.1:9",
             "http://127.0.0.1:10",
         );
-        check(cfg(Some("https://api.example.test"), None, None), "https://api.example.test", "https://login.example.test");
+        check(
+            cfg(Some("https://api.example.test"), None, None),
+            "https://api.example.test",
+            "https://login.example.test",
+        );
         assert!(Client::new(cfg(None, None, None)).is_err());
         assert!(Client::new(cfg(Some("ftp://x"), None, None)).is_err());
         assert!(Client::new(cfg(None, Some("mars_1"), None)).is_err());
@@ -591,7 +693,13 @@ mod tests {
         assert_eq!(e.code.as_deref(), Some("too.many.requests.retry.after"));
         assert_eq!(e.correlation_id.as_deref(), Some("abc"));
         assert_eq!(e.message, "Rate limit exceeded");
-        let e = api_error("GET", "/x", StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>");
+        let e = api_error(
+            "GET",
+            "/x",
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"<html>",
+        );
         assert_eq!((e.code, e.message.as_str()), (None, "<html>"));
     }
 
@@ -605,8 +713,9 @@ mod tests {
         assert_eq!(c.retry_after_cap, Duration::from_millis(50));
         assert_eq!(c.rate_limit, 100);
         assert_eq!(c.max_retries, 5);
-        let bad: Result<ClientConfig, _> =
-            serde_json::from_value(serde_json::json!({"client_id": "a", "client_secret": "b", "nope": 1}));
+        let bad: Result<ClientConfig, _> = serde_json::from_value(
+            serde_json::json!({"client_id": "a", "client_secret": "b", "nope": 1}),
+        );
         assert!(bad.is_err());
     }
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Deserializer, de};
 /// Parses `"<number><unit>"` with unit `ms`, `s`, `m` or `h` (a bare number means seconds).
 pub fn parse(text: &str) -> Option<Duration> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().ok()?;
     let factor = match unit.trim() {
@@ -19,7 +21,7 @@ pub fn parse(text: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = value * factor;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e12).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Serde `deserialize_with` for a [`Duration`] field.
@@ -33,7 +35,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     match Raw::deserialize(d)? {
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => parse(&t).ok_or_else(|| {
-            de::Error::custom(format!("invalid duration {t:?}: use for example \"500ms\", \"30s\", \"5m\" or \"23h\""))
+            de::Error::custom(format!(
+                "invalid duration {t:?}: use for example \"500ms\", \"30s\", \"5m\" or \"23h\""
+            ))
         }),
     }
 }

@@ -51,7 +51,9 @@ pub enum Error {
     #[error("Genesys OAuth token request failed: {0}")]
     Auth(Box<ApiError>),
     /// Rate limited and the retry budget is spent.
-    #[error("Genesys rate limit: gave up after {attempts} attempts (last Retry-After {retry_after:?}): {error}")]
+    #[error(
+        "Genesys rate limit: gave up after {attempts} attempts (last Retry-After {retry_after:?}): {error}"
+    )]
     RateLimited {
         /// Attempts made, the first included.
         attempts: u32,
@@ -83,7 +85,9 @@ pub enum Error {
     #[error("invalid EventBridge integration settings:\n  {}", .0.join("\n  "))]
     Invalid(Vec<String>),
     /// More than one integration matched the configured name.
-    #[error("{count} integrations of type amazon-eventbridge-source are named {name:?}; rename or delete the extras")]
+    #[error(
+        "{count} integrations of type amazon-eventbridge-source are named {name:?}; rename or delete the extras"
+    )]
     Ambiguous {
         /// The configured name.
         name: String,

@@ -207,18 +207,31 @@ impl NotificationConfig {
             problems.push("topics must not be empty".to_string());
         }
         if !(1..=MAX_TOPICS_PER_CHANNEL).contains(&self.max_topics_per_channel) {
-            problems.push(format!("max_topics_per_channel must be 1..={MAX_TOPICS_PER_CHANNEL}"));
+            problems.push(format!(
+                "max_topics_per_channel must be 1..={MAX_TOPICS_PER_CHANNEL}"
+            ));
         }
         if !(2..=MAX_CHANNELS).contains(&self.max_channels) {
-            problems.push(format!("max_channels must be 2..={MAX_CHANNELS} (one is kept free for rollover)"));
+            problems.push(format!(
+                "max_channels must be 2..={MAX_CHANNELS} (one is kept free for rollover)"
+            ));
         }
         if self.buffer == 0 || self.sink_concurrency == 0 || self.page_size == 0 {
             problems.push("buffer, sink_concurrency and page_size must be positive".to_string());
         }
-        if self.reconnect_backoff_min.is_zero() || self.reconnect_backoff_max < self.reconnect_backoff_min {
-            problems.push("reconnect_backoff_min must be positive and at most reconnect_backoff_max".to_string());
+        if self.reconnect_backoff_min.is_zero()
+            || self.reconnect_backoff_max < self.reconnect_backoff_min
+        {
+            problems.push(
+                "reconnect_backoff_min must be positive and at most reconnect_backoff_max"
+                    .to_string(),
+            );
         }
-        if problems.is_empty() { Ok(()) } else { Err(Error::Config(problems.join("; "))) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(problems.join("; ")))
+        }
     }
 }
 
@@ -231,14 +244,20 @@ enum Expand {
 
 /// Splits a configured topic into (prefix, expansion, suffix), or `None` when concrete.
 fn template(topic: &str) -> Result<Option<(&str, Expand, &str)>> {
-    let bad = |message: String| Error::Topic { topic: topic.to_string(), message };
+    let bad = |message: String| Error::Topic {
+        topic: topic.to_string(),
+        message,
+    };
     let Some(open) = topic.find('{') else {
         if topic.contains('}') {
             return Err(bad("unbalanced '}'".into()));
         }
         return Ok(None);
     };
-    let close = topic[open..].find('}').map(|i| open + i).ok_or_else(|| bad("unbalanced '{'".into()))?;
+    let close = topic[open..]
+        .find('}')
+        .map(|i| open + i)
+        .ok_or_else(|| bad("unbalanced '{'".into()))?;
     let (prefix, name, suffix) = (&topic[..open], &topic[open + 1..close], &topic[close + 1..]);
     if suffix.contains(['{', '}']) {
         return Err(bad("only one placeholder is supported per topic".into()));
@@ -247,7 +266,9 @@ fn template(topic: &str) -> Result<Option<(&str, Expand, &str)>> {
         "user" => Expand::Users,
         "queue" => Expand::Queues,
         "id" if prefix == "v2.users." => Expand::Users,
-        "id" if prefix == "v2.routing.queues." || prefix == "v2.analytics.queues." => Expand::Queues,
+        "id" if prefix == "v2.routing.queues." || prefix == "v2.analytics.queues." => {
+            Expand::Queues
+        }
         "id" => {
             return Err(bad(
                 "WebSocket topics need concrete ids and this {id} cannot be enumerated; \
@@ -255,13 +276,21 @@ fn template(topic: &str) -> Result<Option<(&str, Expand, &str)>> {
                     .into(),
             ));
         }
-        other => return Err(bad(format!("unknown placeholder {{{other}}}; use {{user}} or {{queue}}"))),
+        other => {
+            return Err(bad(format!(
+                "unknown placeholder {{{other}}}; use {{user}} or {{queue}}"
+            )));
+        }
     };
     Ok(Some((prefix, kind, suffix)))
 }
 
 /// Expands templates into concrete topics (sorted, deduplicated).
-pub async fn expand_topics(client: &Client, topics: &[String], page_size: u32) -> Result<Vec<String>> {
+pub async fn expand_topics(
+    client: &Client,
+    topics: &[String],
+    page_size: u32,
+) -> Result<Vec<String>> {
     #[derive(Deserialize)]
     struct Entity {
         id: String,
@@ -302,10 +331,17 @@ pub fn shard_topics(topics: &[String], config: &NotificationConfig) -> Result<Ve
     // and a 21st channel would evict one of ours.
     let max_channels = config.max_channels - 1;
     if needed > max_channels {
-        return Err(Error::TooManyTopics { topics: topics.len(), needed, per_channel, max_channels });
+        return Err(Error::TooManyTopics {
+            topics: topics.len(),
+            needed,
+            per_channel,
+            max_channels,
+        });
     }
     if topics.is_empty() {
-        return Err(Error::Config("the topic templates expanded to no topics".into()));
+        return Err(Error::Config(
+            "the topic templates expanded to no topics".into(),
+        ));
     }
     Ok(topics.chunks(per_channel).map(<[String]>::to_vec).collect())
 }
@@ -426,7 +462,13 @@ impl Shared {
         }
     }
 
-    fn open_gap(&self, shard: usize, topics: &Arc<[String]>, start: OffsetDateTime, reason: String) {
+    fn open_gap(
+        &self,
+        shard: usize,
+        topics: &Arc<[String]>,
+        start: OffsetDateTime,
+        reason: String,
+    ) {
         tracing::warn!(shard, topics = topics.len(), %reason, "Genesys notifications: gap opened");
         let mut gaps = lock(&self.gaps);
         gaps.push_back(Gap {
@@ -447,7 +489,8 @@ impl Shared {
             }
         }
         drop(gaps);
-        metrics::counter!("switchboard_genesys_gaps_total", "shard" => shard.to_string()).increment(1);
+        metrics::counter!("switchboard_genesys_gaps_total", "shard" => shard.to_string())
+            .increment(1);
         metrics::gauge!("switchboard_genesys_gap_open", "shard" => shard.to_string()).set(1.0);
         self.bump();
     }
@@ -465,7 +508,8 @@ impl Shared {
             tracing::info!(shard, seconds = secs, "Genesys notifications: gap closed");
             metrics::gauge!("switchboard_genesys_gap_open", "shard" => shard.to_string()).set(0.0);
             metrics::histogram!("switchboard_genesys_gap_seconds").record(secs);
-            metrics::counter!("switchboard_genesys_gap_seconds_total").increment(secs.ceil() as u64);
+            metrics::counter!("switchboard_genesys_gap_seconds_total")
+                .increment(secs.ceil() as u64);
             self.bump();
         }
     }
@@ -478,11 +522,23 @@ impl NotificationSource {
     /// Starts the source in the background and returns at once. Expansion or sharding errors
     /// (for example [`Error::TooManyTopics`]) end the source; read them from [`Handle::failure`]
     /// or [`Handle::join`]. Call [`expand_topics`] + [`shard_topics`] first to fail early.
-    pub fn spawn(client: Client, config: NotificationConfig, sink: Arc<dyn EventSink>, cancel: CancellationToken) -> Handle {
+    pub fn spawn(
+        client: Client,
+        config: NotificationConfig,
+        sink: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Handle {
         let (version_tx, version_rx) = watch::channel(0u64);
-        let shared = Arc::new(Shared { version: Some(version_tx), ..Shared::default() });
+        let shared = Arc::new(Shared {
+            version: Some(version_tx),
+            ..Shared::default()
+        });
         let task = tokio::spawn(supervise(client, config, sink, cancel, shared.clone()));
-        Handle { shared, version: version_rx, task: Some(task) }
+        Handle {
+            shared,
+            version: version_rx,
+            task: Some(task),
+        }
     }
 }
 
@@ -501,7 +557,11 @@ impl Handle {
 
     /// Channels held now, by shard.
     pub fn channels(&self) -> Vec<ChannelInfo> {
-        lock(&self.shared.channels).iter().flatten().cloned().collect()
+        lock(&self.shared.channels)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Number of shards (0 until topics are expanded).
@@ -511,7 +571,11 @@ impl Handle {
 
     /// Topics Genesys refused, over all shards.
     pub fn rejected_topics(&self) -> Vec<RejectedTopic> {
-        lock(&self.shared.rejected).iter().flatten().cloned().collect()
+        lock(&self.shared.rejected)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Counters since start.
@@ -537,7 +601,11 @@ impl Handle {
 
     /// Waits until `predicate` holds (checked at every state change), or `timeout` passes.
     /// Returns whether it held. For status pages and tests.
-    pub async fn wait_for(&mut self, timeout: Duration, mut predicate: impl FnMut(&Handle) -> bool) -> bool {
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut predicate: impl FnMut(&Handle) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if predicate(self) {
@@ -554,7 +622,9 @@ impl Handle {
     /// Waits for the source to finish (after cancellation, or a startup failure).
     pub async fn join(mut self) -> Result<()> {
         match self.task.take() {
-            Some(t) => t.await.unwrap_or_else(|e| Err(Error::Config(format!("notification source task: {e}")))),
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| Err(Error::Config(format!("notification source task: {e}")))),
             None => Ok(()),
         }
     }
@@ -589,7 +659,11 @@ async fn run(
         () = cancel.cancelled() => return Ok(()),
     };
     let shards = shard_topics(&topics, &config)?;
-    tracing::info!(topics = topics.len(), channels = shards.len(), "Genesys notifications: topics expanded");
+    tracing::info!(
+        topics = topics.len(),
+        channels = shards.len(),
+        "Genesys notifications: topics expanded"
+    );
     *lock(&shared.shards) = shards.len();
     *lock(&shared.channels) = vec![Vec::new(); shards.len()];
     *lock(&shared.rejected) = vec![Vec::new(); shards.len()];
@@ -597,7 +671,13 @@ async fn run(
 
     let config = Arc::new(config);
     let (events_tx, events_rx) = mpsc::channel::<Value>(config.buffer);
-    let delivery = tokio::spawn(deliver(events_rx, sink, config.clone(), shared.clone(), cancel.clone()));
+    let delivery = tokio::spawn(deliver(
+        events_rx,
+        sink,
+        config.clone(),
+        shared.clone(),
+        cancel.clone(),
+    ));
     let rollover_gate = Arc::new(Semaphore::new(1));
     let mut tasks = Vec::new();
     for (index, topics) in shards.into_iter().enumerate() {
@@ -630,7 +710,8 @@ async fn deliver(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     stream
         .for_each_concurrent(config.sink_concurrency, |message| {
             let (sink, config, shared, cancel) = (sink.clone(), config.clone(), shared.clone(), cancel.clone());
@@ -722,10 +803,18 @@ impl CloseReason {
 }
 
 enum ConnEvent {
-    Connected { conn: u64 },
+    Connected {
+        conn: u64,
+    },
     /// `v2.system.socket_closing`: the socket still works for now.
-    Closing { conn: u64 },
-    Closed { conn: u64, reason: CloseReason, last_rx: OffsetDateTime },
+    Closing {
+        conn: u64,
+    },
+    Closed {
+        conn: u64,
+        reason: CloseReason,
+        last_rx: OffsetDateTime,
+    },
 }
 
 struct Conn {
@@ -749,7 +838,10 @@ struct Shard {
 
 impl Shard {
     fn backoff(&self, failures: u32) -> Duration {
-        let base = self.config.reconnect_backoff_min.saturating_mul(2u32.saturating_pow(failures.min(16)));
+        let base = self
+            .config
+            .reconnect_backoff_min
+            .saturating_mul(2u32.saturating_pow(failures.min(16)));
         let capped = base.min(self.config.reconnect_backoff_max);
         capped.mul_f64(rand::random_range(0.8..=1.0))
     }
@@ -783,8 +875,13 @@ impl Shard {
                 () = self.cancel.cancelled() => break,
                 () = tokio::time::sleep_until(new_channel_at.unwrap_or(far)), if new_channel_at.is_some() => {
                     new_channel_at = None;
-                    match self.establish().await {
+                    let established = tokio::select! {
+                        r = self.establish() => r,
+                        () = self.cancel.cancelled() => break,
+                    };
+                    match established {
                         Ok(ch) => {
+                            roll_retry_at = None;
                             current = Some(ch.clone());
                             next_conn_id += 1;
                             same_uri_tries = 0;
@@ -814,7 +911,11 @@ impl Shard {
                     };
                     let Ok(permit) = permit else { break };
                     tracing::info!(shard = self.index, "Genesys channel rollover starting");
-                    match self.establish().await {
+                    let established = tokio::select! {
+                        r = self.establish() => r,
+                        () = self.cancel.cancelled() => break,
+                    };
+                    match established {
                         Ok(ch) => {
                             self.shared.counters.rollovers.fetch_add(1, Ordering::Relaxed);
                             current = Some(ch.clone());
@@ -848,8 +949,14 @@ impl Shard {
                             self.shared.counters.connections.fetch_add(1, Ordering::Relaxed);
                             self.shared.close_gap(self.index);
                             // The newest socket is up: everything older (the rolled-over channel,
-                            // or the socket that got socket_closing) can go.
+                            // or the socket that got socket_closing) can go. A late handshake of
+                            // an older socket, after a newer one is up, closes itself.
                             for c in conns.iter().filter(|c| c.id < conn) {
+                                c.cancel.cancel();
+                            }
+                            if conns.iter().any(|c| c.id > conn && c.connected)
+                                && let Some(c) = conns.iter().find(|c| c.id == conn)
+                            {
                                 c.cancel.cancel();
                             }
                             if rollover_permit.as_ref().is_some_and(|(id, _)| *id == conn) {
@@ -976,7 +1083,8 @@ impl Shard {
             slot.clone_from(&ch.rejected);
         }
         let live = conns.iter().filter(|c| c.connected).count();
-        metrics::gauge!("switchboard_genesys_sockets_live", "shard" => self.index.to_string()).set(live as f64);
+        metrics::gauge!("switchboard_genesys_sockets_live", "shard" => self.index.to_string())
+            .set(live as f64);
         self.shared.bump();
     }
 
@@ -1008,21 +1116,42 @@ impl Shard {
         }
         // A channel dies with the token that created it: make sure that token outlives the
         // channel's first rollover point by a margin.
-        let token = self.client.token_valid_for(self.config.rollover_before_expiry * 2).await?;
-        let created: Created =
-            self.client.request_as(Method::POST, "/api/v2/notifications/channels", &[], None).await?;
-        self.shared.counters.channels_created.fetch_add(1, Ordering::Relaxed);
+        let token = self
+            .client
+            .token_valid_for(self.config.rollover_before_expiry * 2)
+            .await?;
+        let created: Created = self
+            .client
+            .request_as(Method::POST, "/api/v2/notifications/channels", &[], None)
+            .await?;
+        self.shared
+            .counters
+            .channels_created
+            .fetch_add(1, Ordering::Relaxed);
         metrics::counter!("switchboard_genesys_channels_created_total").increment(1);
         let body = Value::Array(self.topics.iter().map(|t| json!({"id": t})).collect());
-        let path = format!("/api/v2/notifications/channels/{}/subscriptions", created.id);
+        let path = format!(
+            "/api/v2/notifications/channels/{}/subscriptions",
+            created.id
+        );
         let answer = self
             .client
-            .request(Method::PUT, &path, &[("ignoreErrors", "true".to_string())], Some(&body))
+            .request(
+                Method::PUT,
+                &path,
+                &[("ignoreErrors", "true".to_string())],
+                Some(&body),
+            )
             .await?;
         let listing: Listing = if answer.is_null() {
-            Listing { entities: Vec::new() }
+            Listing {
+                entities: Vec::new(),
+            }
         } else {
-            serde_json::from_value(answer).map_err(|e| Error::Decode { path: path.clone(), message: e.to_string() })?
+            serde_json::from_value(answer).map_err(|e| Error::Decode {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
         };
         let rejected: Vec<RejectedTopic> = listing
             .entities
@@ -1041,18 +1170,22 @@ impl Shard {
             );
         }
         if !rejected.is_empty() {
-            metrics::counter!("switchboard_genesys_topics_rejected_total").increment(rejected.len() as u64);
+            metrics::counter!("switchboard_genesys_topics_rejected_total")
+                .increment(rejected.len() as u64);
         }
-        let expires = created
-            .expires
-            .as_deref()
-            .and_then(|e| OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok());
+        let expires = created.expires.as_deref().and_then(|e| {
+            OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
+        });
         let now_utc = OffsetDateTime::now_utc();
         let channel_left = expires
             .map(|e| Duration::try_from(e - now_utc).unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(86_400));
         let life = channel_left.min(token.remaining());
-        let roll_in = life.saturating_sub(self.config.rollover_before_expiry);
+        // With short-lived tokens (Genesys allows 5 minutes) the configured margin could
+        // exceed the life itself and make every channel roll over at once; never roll
+        // before half-life.
+        let margin = self.config.rollover_before_expiry.min(life / 2);
+        let roll_in = life - margin;
         tracing::info!(shard = self.index, channel = %created.id, topics = self.topics.len(),
             rejected = rejected.len(), ?roll_in, "Genesys channel ready");
         Ok(Arc::new(Channel {
@@ -1065,7 +1198,12 @@ impl Shard {
         }))
     }
 
-    fn connect(&self, id: u64, channel: Arc<Channel>, events: mpsc::UnboundedSender<ConnEvent>) -> Conn {
+    fn connect(
+        &self,
+        id: u64,
+        channel: Arc<Channel>,
+        events: mpsc::UnboundedSender<ConnEvent>,
+    ) -> Conn {
         let cancel = self.cancel.child_token();
         let task = ConnTask {
             id,
@@ -1077,7 +1215,12 @@ impl Shard {
             cancel: cancel.clone(),
         };
         tokio::spawn(task.run());
-        Conn { id, channel, cancel, connected: false }
+        Conn {
+            id,
+            channel,
+            cancel,
+            connected: false,
+        }
     }
 }
 
@@ -1115,7 +1258,10 @@ fn classify(text: &str) -> Frame {
         return Frame::Metadata;
     }
     if let Some(kind) = topic.strip_prefix("v2.system.") {
-        let body_type = obj.get("eventBody").and_then(|b| b.get("systemTopicType")).and_then(Value::as_str);
+        let body_type = obj
+            .get("eventBody")
+            .and_then(|b| b.get("systemTopicType"))
+            .and_then(Value::as_str);
         let kind = body_type.unwrap_or(kind);
         return match kind {
             "socket_closing" => Frame::SocketClosing,
@@ -1159,18 +1305,27 @@ impl ConnTask {
     async fn run(self) {
         let mut last_rx = OffsetDateTime::now_utc();
         let reason = self.session(&mut last_rx).await;
-        let _ = self.notify.send(ConnEvent::Closed { conn: self.id, reason, last_rx });
+        let _ = self.notify.send(ConnEvent::Closed {
+            conn: self.id,
+            reason,
+            last_rx,
+        });
     }
 
     async fn session(&self, last_rx_utc: &mut OffsetDateTime) -> CloseReason {
-        let connect = tokio::time::timeout(self.config.connect_timeout, tokio_tungstenite::connect_async(&self.uri));
+        let connect = tokio::time::timeout(
+            self.config.connect_timeout,
+            tokio_tungstenite::connect_async(&self.uri),
+        );
         let ws = tokio::select! {
             r = connect => r,
             () = self.cancel.cancelled() => return CloseReason::Cancelled,
         };
         let mut ws = match ws {
             Err(_) => return CloseReason::ConnectFailed("timeout".into()),
-            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) if resp.status().as_u16() == 404 => {
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp)))
+                if resp.status().as_u16() == 404 =>
+            {
                 return CloseReason::NotFound;
             }
             Ok(Err(e)) => return CloseReason::ConnectFailed(e.to_string()),
@@ -1229,22 +1384,34 @@ impl ConnTask {
                 }
                 Frame::Metadata => {}
                 Frame::SocketClosing => {
-                    self.shared.counters.system_messages.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .system_messages
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(uri = %self.uri, "Genesys socket_closing; reconnecting to the same channel");
                     let _ = self.notify.send(ConnEvent::Closing { conn: self.id });
                 }
                 Frame::Lost(kind) => {
-                    self.shared.counters.system_messages.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .system_messages
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = ws.close(None).await;
                     return CloseReason::NoLongerSubscribed(kind);
                 }
                 Frame::OtherSystem(kind) => {
-                    self.shared.counters.system_messages.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .system_messages
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(kind, "Genesys system message");
                 }
                 Frame::NotFound => return CloseReason::NotFound,
                 Frame::Malformed => {
-                    self.shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .malformed
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(uri = %self.uri, "ignoring a WebSocket frame that is not a notification");
                 }
             }
@@ -1267,15 +1434,38 @@ mod tests {
             }
         };
         check("v2.users.abc.presence", Ok(None));
-        check("v2.users.{user}.presence", Ok(Some(("v2.users.", Expand::Users, ".presence"))));
-        check("v2.users.{id}.routingStatus", Ok(Some(("v2.users.", Expand::Users, ".routingStatus"))));
+        check(
+            "v2.users.{user}.presence",
+            Ok(Some(("v2.users.", Expand::Users, ".presence"))),
+        );
+        check(
+            "v2.users.{id}.routingStatus",
+            Ok(Some(("v2.users.", Expand::Users, ".routingStatus"))),
+        );
         check(
             "v2.routing.queues.{queue}.conversations.calls",
-            Ok(Some(("v2.routing.queues.", Expand::Queues, ".conversations.calls"))),
+            Ok(Some((
+                "v2.routing.queues.",
+                Expand::Queues,
+                ".conversations.calls",
+            ))),
         );
-        check("v2.routing.queues.{id}.users", Ok(Some(("v2.routing.queues.", Expand::Queues, ".users"))));
-        check("v2.analytics.queues.{id}.observations", Ok(Some(("v2.analytics.queues.", Expand::Queues, ".observations"))));
-        check("v2.detail.events.conversation.{id}.customer.start", Err("EventBridge"));
+        check(
+            "v2.routing.queues.{id}.users",
+            Ok(Some(("v2.routing.queues.", Expand::Queues, ".users"))),
+        );
+        check(
+            "v2.analytics.queues.{id}.observations",
+            Ok(Some((
+                "v2.analytics.queues.",
+                Expand::Queues,
+                ".observations",
+            ))),
+        );
+        check(
+            "v2.detail.events.conversation.{id}.customer.start",
+            Err("EventBridge"),
+        );
         check("v2.users.{conversation}.x", Err("unknown placeholder"));
         check("v2.users.{user}.{queue}", Err("only one"));
         check("v2.users.{user.x", Err("unbalanced"));
@@ -1285,18 +1475,36 @@ mod tests {
     #[test]
     fn frames() {
         let check = |text: &str, expected: Frame| assert_eq!(classify(text), expected, "{text}");
-        check(include_str!("../tests/data/heartbeat.json"), Frame::Metadata);
+        check(
+            include_str!("../tests/data/heartbeat.json"),
+            Frame::Metadata,
+        );
         check(include_str!("../tests/data/pong.json"), Frame::Metadata);
         let presence = include_str!("../tests/data/user-presence.json");
-        check(presence, Frame::Event(serde_json::from_str(presence).unwrap()));
-        check(r#"{"topicName":"v2.system.socket_closing","eventBody":{"message":"bye"}}"#, Frame::SocketClosing);
+        check(
+            presence,
+            Frame::Event(serde_json::from_str(presence).unwrap()),
+        );
+        check(
+            r#"{"topicName":"v2.system.socket_closing","eventBody":{"message":"bye"}}"#,
+            Frame::SocketClosing,
+        );
         check(
             r#"{"topicName":"v2.system.x","eventBody":{"systemTopicType":"no_longer_subscribed","reason":"another_channel_subscribed"}}"#,
             Frame::Lost("no_longer_subscribed".into()),
         );
-        check(r#"{"topicName":"v2.system.token_revoked","eventBody":{}}"#, Frame::Lost("token_revoked".into()));
-        check(r#"{"topicName":"v2.system.subscription_changed","eventBody":{}}"#, Frame::OtherSystem("subscription_changed".into()));
-        check(r#"{"result":"404","message":"channel not found"}"#, Frame::NotFound);
+        check(
+            r#"{"topicName":"v2.system.token_revoked","eventBody":{}}"#,
+            Frame::Lost("token_revoked".into()),
+        );
+        check(
+            r#"{"topicName":"v2.system.subscription_changed","eventBody":{}}"#,
+            Frame::OtherSystem("subscription_changed".into()),
+        );
+        check(
+            r#"{"result":"404","message":"channel not found"}"#,
+            Frame::NotFound,
+        );
         check("not json", Frame::Malformed);
         check("[1,2]", Frame::Malformed);
         check(r#"{"eventBody":{}}"#, Frame::Malformed);
@@ -1304,20 +1512,38 @@ mod tests {
 
     #[test]
     fn sharding_limits() {
-        let topics: Vec<String> = (0..2500).map(|i| format!("v2.users.{i}.presence")).collect();
+        let topics: Vec<String> = (0..2500)
+            .map(|i| format!("v2.users.{i}.presence"))
+            .collect();
         let cfg = NotificationConfig::new(vec!["x".into()]);
         let shards = shard_topics(&topics, &cfg).unwrap();
-        assert_eq!(shards.iter().map(Vec::len).collect::<Vec<_>>(), vec![1000, 1000, 500]);
+        assert_eq!(
+            shards.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1000, 1000, 500]
+        );
         let many: Vec<String> = (0..19_001).map(|i| format!("t{i}")).collect();
         let err = shard_topics(&many, &cfg).unwrap_err();
-        assert!(matches!(err, Error::TooManyTopics { needed: 20, max_channels: 19, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::TooManyTopics {
+                    needed: 20,
+                    max_channels: 19,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(shard_topics(&many[..19_000], &cfg).is_ok());
         let mut small = cfg.clone();
         small.max_topics_per_channel = 1001;
         assert!(shard_topics(&topics, &small).is_err());
         small.max_topics_per_channel = 10;
         small.max_channels = 3;
-        assert!(matches!(shard_topics(&topics[..21], &small), Err(Error::TooManyTopics { needed: 3, .. })));
+        assert!(matches!(
+            shard_topics(&topics[..21], &small),
+            Err(Error::TooManyTopics { needed: 3, .. })
+        ));
         assert_eq!(shard_topics(&topics[..20], &small).unwrap().len(), 2);
     }
 
@@ -1329,6 +1555,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.rollover_before_expiry, Duration::from_millis(500));
         assert_eq!(c.max_topics_per_channel, 1000);
-        assert!(serde_json::from_value::<NotificationConfig>(json!({"topics": [], "topic": 1})).is_err());
+        assert!(
+            serde_json::from_value::<NotificationConfig>(json!({"topics": [], "topic": 1}))
+                .is_err()
+        );
     }
 }

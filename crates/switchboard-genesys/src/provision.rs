@@ -23,7 +23,12 @@ use crate::error::{Error, Result};
 pub const INTEGRATION_TYPE: &str = "amazon-eventbridge-source";
 
 /// The four properties this module manages; any other property Genesys keeps is preserved.
-const MANAGED: [&str; 4] = ["awsAccountId", "awsAccountRegion", "eventSourceSuffix", "eventFilter"];
+const MANAGED: [&str; 4] = [
+    "awsAccountId",
+    "awsAccountRegion",
+    "eventSourceSuffix",
+    "eventFilter",
+];
 
 /// The desired EventBridge integration, as written in the gateway config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +79,10 @@ pub fn validate_local(spec: &EventBridgeSpec) -> Vec<String> {
         problems.push("name must not be empty".to_string());
     }
     if spec.aws_account_id.len() != 12 || !spec.aws_account_id.bytes().all(|b| b.is_ascii_digit()) {
-        problems.push(format!("aws_account_id {:?} must be exactly 12 digits", spec.aws_account_id));
+        problems.push(format!(
+            "aws_account_id {:?} must be exactly 12 digits",
+            spec.aws_account_id
+        ));
     }
     if !is_aws_region(&spec.aws_account_region) {
         problems.push(format!(
@@ -85,9 +93,13 @@ pub fn validate_local(spec: &EventBridgeSpec) -> Vec<String> {
     let suffix = &spec.event_source_suffix;
     if suffix.is_empty()
         || suffix.len() > 64
-        || !suffix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        || !suffix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        problems.push(format!("event_source_suffix {suffix:?} must be 1 to 64 characters of [A-Za-z0-9._-]"));
+        problems.push(format!(
+            "event_source_suffix {suffix:?} must be 1 to 64 characters of [A-Za-z0-9._-]"
+        ));
     }
     if spec.event_filter.is_empty() {
         problems.push("event_filter must list at least one topic".to_string());
@@ -107,8 +119,12 @@ fn is_aws_region(s: &str) -> bool {
     parts.len() >= 3
         && parts[0].len() == 2
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts[1..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts.last().is_some_and(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One topic from `GET /api/v2/notifications/availabletopics?expand=transports`.
@@ -130,7 +146,10 @@ impl AvailableTopic {
     /// Genesys did not say, and is accepted.
     pub fn eventbridge_eligible(&self) -> bool {
         self.transports.is_empty()
-            || self.transports.iter().any(|t| t.eq_ignore_ascii_case("eventbridge") || t.eq_ignore_ascii_case("all"))
+            || self
+                .transports
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("eventbridge") || t.eq_ignore_ascii_case("all"))
     }
 }
 
@@ -142,13 +161,21 @@ pub async fn topics(client: &Client, filter: Option<&str>) -> Result<Vec<Availab
         #[serde(default)]
         entities: Vec<AvailableTopic>,
     }
-    let listing: Listing =
-        client.get("/api/v2/notifications/availabletopics", &[("expand", "transports".to_string())]).await?;
+    let listing: Listing = client
+        .get(
+            "/api/v2/notifications/availabletopics",
+            &[("expand", "transports".to_string())],
+        )
+        .await?;
     let needle = filter.map(str::to_ascii_lowercase);
     let mut out: Vec<AvailableTopic> = listing
         .entities
         .into_iter()
-        .filter(|t| needle.as_ref().is_none_or(|n| t.id.to_ascii_lowercase().contains(n)))
+        .filter(|t| {
+            needle
+                .as_ref()
+                .is_none_or(|n| t.id.to_ascii_lowercase().contains(n))
+        })
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
@@ -161,22 +188,28 @@ pub async fn validate(client: &Client, spec: &EventBridgeSpec) -> Result<()> {
     let available = topics(client, None).await?;
     for t in &spec.event_filter {
         match available.iter().find(|a| &a.id == t) {
-            None => problems.push(format!("topic {t:?} is not in /api/v2/notifications/availabletopics")),
-            Some(a) if !a.eventbridge_eligible() => {
-                problems.push(format!("topic {t:?} is not available on EventBridge (transports {:?})", a.transports))
-            }
+            None => problems.push(format!(
+                "topic {t:?} is not in /api/v2/notifications/availabletopics"
+            )),
+            Some(a) if !a.eventbridge_eligible() => problems.push(format!(
+                "topic {t:?} is not available on EventBridge (transports {:?})",
+                a.transports
+            )),
             Some(_) => {}
         }
     }
     // The schema is the source of truth for property names; a 404 (older orgs, tests) only
     // means we cannot check.
-    let schema_path = format!("/api/v2/integrations/types/{INTEGRATION_TYPE}/configschemas/properties");
+    let schema_path =
+        format!("/api/v2/integrations/types/{INTEGRATION_TYPE}/configschemas/properties");
     match client.get::<Value>(&schema_path, &[]).await {
         Ok(schema) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for key in MANAGED {
                     if !props.contains_key(key) {
-                        problems.push(format!("Genesys' property schema has no {key:?}; the integration type changed"));
+                        problems.push(format!(
+                            "Genesys' property schema has no {key:?}; the integration type changed"
+                        ));
                     }
                 }
             }
@@ -186,7 +219,11 @@ pub async fn validate(client: &Client, spec: &EventBridgeSpec) -> Result<()> {
         }
         Err(e) => return Err(e),
     }
-    if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(problems))
+    }
 }
 
 /// One change `apply` makes (or `plan` would make).
@@ -220,11 +257,25 @@ pub enum Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::Create { name } => write!(f, "+ create integration {name:?} ({INTEGRATION_TYPE})"),
-            Change::Config { field, from: None, to } => write!(f, "+ {field} = {to}"),
-            Change::Config { field, from: Some(from), to } => write!(f, "~ {field}: {from} -> {to}"),
+            Change::Create { name } => {
+                write!(f, "+ create integration {name:?} ({INTEGRATION_TYPE})")
+            }
+            Change::Config {
+                field,
+                from: None,
+                to,
+            } => write!(f, "+ {field} = {to}"),
+            Change::Config {
+                field,
+                from: Some(from),
+                to,
+            } => write!(f, "~ {field}: {from} -> {to}"),
             Change::IntendedState { from, to } => {
-                write!(f, "~ intendedState: {} -> {to}", from.as_deref().unwrap_or("(none)"))
+                write!(
+                    f,
+                    "~ intendedState: {} -> {to}",
+                    from.as_deref().unwrap_or("(none)")
+                )
             }
         }
     }
@@ -257,7 +308,11 @@ impl Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let id = self.integration_id.as_deref().unwrap_or("(new)");
-        writeln!(f, "Genesys org {}: integration {:?} [{id}] ({INTEGRATION_TYPE})", self.org_id, self.name)?;
+        writeln!(
+            f,
+            "Genesys org {}: integration {:?} [{id}] ({INTEGRATION_TYPE})",
+            self.org_id, self.name
+        )?;
         if self.changes.is_empty() {
             writeln!(f, "  no changes")?;
         }
@@ -295,7 +350,10 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { poll_interval: Duration::from_secs(2), timeout: Duration::from_secs(120) }
+        ApplyOptions {
+            poll_interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -376,15 +434,25 @@ async fn org_id(client: &Client) -> Result<String> {
 }
 
 async fn find(client: &Client, name: &str) -> Result<Option<Integration>> {
-    let all: Vec<Integration> = client.get_all_pages("/api/v2/integrations", &[], 100).await?;
+    let all: Vec<Integration> = client
+        .get_all_pages("/api/v2/integrations", &[], 100)
+        .await?;
     let mut matching: Vec<Integration> = all
         .into_iter()
-        .filter(|i| i.name == name && i.integration_type.as_ref().is_some_and(|t| t.id == INTEGRATION_TYPE))
+        .filter(|i| {
+            i.name == name
+                && i.integration_type
+                    .as_ref()
+                    .is_some_and(|t| t.id == INTEGRATION_TYPE)
+        })
         .collect();
     match matching.len() {
         0 => Ok(None),
         1 => Ok(matching.pop()),
-        count => Err(Error::Ambiguous { name: name.to_string(), count }),
+        count => Err(Error::Ambiguous {
+            name: name.to_string(),
+            count,
+        }),
     }
 }
 
@@ -396,10 +464,19 @@ fn config_path(id: &str) -> String {
 /// compares as a set: Genesys does not promise to keep its order.
 fn config_diff(current: Option<&Value>, spec: &EventBridgeSpec) -> Vec<Change> {
     let mut changes = Vec::new();
-    let cur = |ptr: &str| current.and_then(|c| c.pointer(ptr)).filter(|v| !v.is_null()).cloned();
+    let cur = |ptr: &str| {
+        current
+            .and_then(|c| c.pointer(ptr))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
     let name_now = cur("/name");
     if name_now.as_ref().and_then(Value::as_str) != Some(spec.name.as_str()) {
-        changes.push(Change::Config { field: "name".into(), from: name_now, to: json!(spec.name) });
+        changes.push(Change::Config {
+            field: "name".into(),
+            from: name_now,
+            to: json!(spec.name),
+        });
     }
     for (key, want) in spec.properties() {
         let now = cur(&format!("/properties/{key}"));
@@ -415,12 +492,20 @@ fn config_diff(current: Option<&Value>, spec: &EventBridgeSpec) -> Vec<Change> {
             (None, _) => false,
         };
         if !same {
-            changes.push(Change::Config { field: format!("properties.{key}"), from: now, to: want });
+            changes.push(Change::Config {
+                field: format!("properties.{key}"),
+                from: now,
+                to: want,
+            });
         }
     }
     let notes_now = cur("/notes");
     if notes_now.as_ref().and_then(Value::as_str).unwrap_or("") != spec.notes {
-        changes.push(Change::Config { field: "notes".into(), from: notes_now, to: json!(spec.notes) });
+        changes.push(Change::Config {
+            field: "notes".into(),
+            from: notes_now,
+            to: json!(spec.notes),
+        });
     }
     changes
 }
@@ -433,9 +518,14 @@ pub async fn plan(client: &Client, spec: &EventBridgeSpec) -> Result<Plan> {
     let mut changes = Vec::new();
     let (integration_id, reported_state) = match &existing {
         None => {
-            changes.push(Change::Create { name: spec.name.clone() });
+            changes.push(Change::Create {
+                name: spec.name.clone(),
+            });
             changes.extend(config_diff(None, spec));
-            changes.push(Change::IntendedState { from: None, to: spec.intended_state().to_string() });
+            changes.push(Change::IntendedState {
+                from: None,
+                to: spec.intended_state().to_string(),
+            });
             (None, None)
         }
         Some(i) => {
@@ -447,7 +537,10 @@ pub async fn plan(client: &Client, spec: &EventBridgeSpec) -> Result<Plan> {
                     to: spec.intended_state().to_string(),
                 });
             }
-            (Some(i.id.clone()), i.reported_state.as_ref().and_then(|r| r.code.clone()))
+            (
+                Some(i.id.clone()),
+                i.reported_state.as_ref().and_then(|r| r.code.clone()),
+            )
         }
     };
     Ok(Plan {
@@ -471,13 +564,18 @@ pub async fn apply(
     let plan = plan(client, spec).await?;
     let mut id = plan.integration_id.clone();
     let mut done = Vec::new();
-    let config_changes: Vec<Change> =
-        plan.changes.iter().filter(|c| matches!(c, Change::Config { .. })).cloned().collect();
+    let config_changes: Vec<Change> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Config { .. }))
+        .cloned()
+        .collect();
     for change in &plan.changes {
         if let Change::Create { name } = change {
             let body = json!({"name": name, "integrationType": {"id": INTEGRATION_TYPE}});
-            let created: Integration =
-                client.request_as(Method::POST, "/api/v2/integrations", &[], Some(&body)).await?;
+            let created: Integration = client
+                .request_as(Method::POST, "/api/v2/integrations", &[], Some(&body))
+                .await?;
             audit(AuditEntry {
                 action: "genesys.integration.create",
                 integration_id: created.id.clone(),
@@ -505,7 +603,14 @@ pub async fn apply(
     for change in &plan.changes {
         if let Change::IntendedState { to, .. } = change {
             let body = json!({"intendedState": to});
-            client.request(Method::PATCH, &format!("/api/v2/integrations/{id}"), &[], Some(&body)).await?;
+            client
+                .request(
+                    Method::PATCH,
+                    &format!("/api/v2/integrations/{id}"),
+                    &[],
+                    Some(&body),
+                )
+                .await?;
             audit(AuditEntry {
                 action: "genesys.integration.state",
                 integration_id: id.clone(),
@@ -515,7 +620,11 @@ pub async fn apply(
             done.push(change.clone());
         }
     }
-    let reported_state = if spec.enabled { Some(wait_active(client, &id, options).await?) } else { None };
+    let reported_state = if spec.enabled {
+        Some(wait_active(client, &id, options).await?)
+    } else {
+        None
+    };
     Ok(ApplyReport {
         integration_id: id,
         changes: done,
@@ -533,9 +642,19 @@ async fn put_config(client: &Client, id: &str, spec: &EventBridgeSpec) -> Result
     for attempt in 1..=ATTEMPTS {
         let current: Value = client.get(&path, &[]).await?;
         let version = current.get("version").cloned().unwrap_or(json!(1));
-        let mut properties = current.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+        let mut properties = current
+            .get("properties")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         properties.extend(spec.properties());
-        let keep = |k: &str| current.get(k).filter(|v| v.is_object()).cloned().unwrap_or(json!({}));
+        let keep = |k: &str| {
+            current
+                .get(k)
+                .filter(|v| v.is_object())
+                .cloned()
+                .unwrap_or(json!({}))
+        };
         let body = json!({
             "name": spec.name,
             "version": version,
@@ -547,7 +666,10 @@ async fn put_config(client: &Client, id: &str, spec: &EventBridgeSpec) -> Result
         match client.request(Method::PUT, &path, &[], Some(&body)).await {
             Ok(_) => return Ok(()),
             Err(e) if e.status() == Some(409) && attempt < ATTEMPTS => {
-                tracing::warn!(integration = id, "configuration version conflict; re-reading");
+                tracing::warn!(
+                    integration = id,
+                    "configuration version conflict; re-reading"
+                );
             }
             Err(e) => return Err(e),
         }
@@ -558,19 +680,34 @@ async fn put_config(client: &Client, id: &str, spec: &EventBridgeSpec) -> Result
 async fn wait_active(client: &Client, id: &str, options: &ApplyOptions) -> Result<String> {
     let deadline = Instant::now() + options.timeout;
     loop {
-        let i: Integration = client.get(&format!("/api/v2/integrations/{id}"), &[]).await?;
-        let state = i.reported_state.unwrap_or(ReportedState { code: None, detail: None });
+        let i: Integration = client
+            .get(&format!("/api/v2/integrations/{id}"), &[])
+            .await?;
+        let state = i.reported_state.unwrap_or(ReportedState {
+            code: None,
+            detail: None,
+        });
         match state.code.as_deref() {
             Some("ACTIVE") => return Ok("ACTIVE".into()),
             Some("ERROR") => {
-                let message = state.detail.and_then(|d| d.message).unwrap_or_else(|| "reportedState ERROR".into());
-                return Err(Error::IntegrationState { id: id.to_string(), message });
+                let message = state
+                    .detail
+                    .and_then(|d| d.message)
+                    .unwrap_or_else(|| "reportedState ERROR".into());
+                return Err(Error::IntegrationState {
+                    id: id.to_string(),
+                    message,
+                });
             }
             other => {
                 if Instant::now() >= deadline {
                     return Err(Error::IntegrationState {
                         id: id.to_string(),
-                        message: format!("still {} after {:?}", other.unwrap_or("(no state)"), options.timeout),
+                        message: format!(
+                            "still {} after {:?}",
+                            other.unwrap_or("(no state)"),
+                            options.timeout
+                        ),
                     });
                 }
             }
@@ -603,23 +740,41 @@ mod tests {
             let problems = validate_local(&s);
             match expect_problem {
                 None => assert!(problems.is_empty(), "{problems:?}"),
-                Some(p) => assert!(problems.iter().any(|x| x.contains(p)), "{problems:?} lacks {p}"),
+                Some(p) => assert!(
+                    problems.iter().any(|x| x.contains(p)),
+                    "{problems:?} lacks {p}"
+                ),
             }
         };
         check(|_| {}, None);
         check(|s| s.aws_account_region = "us-gov-west-1".into(), None);
         check(|s| s.aws_account_region = "ap-southeast-2".into(), None);
         check(|s| s.event_source_suffix = "a".repeat(64), None);
-        check(|s| s.aws_account_id = "12345678901".into(), Some("12 digits"));
-        check(|s| s.aws_account_id = "12345678901a".into(), Some("12 digits"));
-        check(|s| s.aws_account_region = "us_east_1".into(), Some("region"));
-        check(|s| s.aws_account_region = "US-EAST-1".into(), Some("region"));
+        check(
+            |s| s.aws_account_id = "12345678901".into(),
+            Some("12 digits"),
+        );
+        check(
+            |s| s.aws_account_id = "12345678901a".into(),
+            Some("12 digits"),
+        );
+        check(
+            |s| s.aws_account_region = "us_east_1".into(),
+            Some("region"),
+        );
+        check(
+            |s| s.aws_account_region = "US-EAST-1".into(),
+            Some("region"),
+        );
         check(|s| s.aws_account_region = "us-east".into(), Some("region"));
         check(|s| s.event_source_suffix = "a".repeat(65), Some("64"));
         check(|s| s.event_source_suffix = "a/b".into(), Some("64"));
         check(|s| s.event_source_suffix = String::new(), Some("64"));
         check(|s| s.event_filter.clear(), Some("at least one"));
-        check(|s| s.event_filter.push("v2.users.{id}.presence".into()), Some("twice"));
+        check(
+            |s| s.event_filter.push("v2.users.{id}.presence".into()),
+            Some("twice"),
+        );
         check(|s| s.name = " ".into(), Some("name"));
     }
 
@@ -641,12 +796,21 @@ mod tests {
                 to: json!("eu-west-1")
             }]
         );
-        assert_eq!(d[0].to_string(), r#"~ properties.awsAccountRegion: "us-east-1" -> "eu-west-1""#);
+        assert_eq!(
+            d[0].to_string(),
+            r#"~ properties.awsAccountRegion: "us-east-1" -> "eu-west-1""#
+        );
     }
 
     #[test]
     fn source_name() {
-        assert_eq!(partner_event_source("org", "sfx"), "aws.partner/genesys.com/cloud/org/sfx");
-        assert!(aws_next_steps(&spec(), "org").contains("--event-source-name aws.partner/genesys.com/cloud/org/cx-gateway.dev_1"));
+        assert_eq!(
+            partner_event_source("org", "sfx"),
+            "aws.partner/genesys.com/cloud/org/sfx"
+        );
+        assert!(
+            aws_next_steps(&spec(), "org")
+                .contains("--event-source-name aws.partner/genesys.com/cloud/org/cx-gateway.dev_1")
+        );
     }
 }

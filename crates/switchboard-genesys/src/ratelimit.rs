@@ -20,7 +20,11 @@ pub(crate) struct RateLimiter {
 impl RateLimiter {
     pub fn new(requests: u32, per: Duration) -> Self {
         let requests = requests.max(1) as usize;
-        RateLimiter { requests, per, sent: Mutex::new(VecDeque::with_capacity(requests.min(4096))) }
+        RateLimiter {
+            requests,
+            per,
+            sent: Mutex::new(VecDeque::with_capacity(requests.min(4096))),
+        }
     }
 
     /// Waits until one more request fits in the window, then counts it.
@@ -29,7 +33,10 @@ impl RateLimiter {
             let wait = {
                 let mut sent = self.sent.lock().await;
                 let now = Instant::now();
-                while sent.front().is_some_and(|t| now.duration_since(*t) >= self.per) {
+                while sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.per)
+                {
                     sent.pop_front();
                 }
                 if sent.len() < self.requests {
@@ -59,6 +66,10 @@ mod tests {
         }
         assert!(start.elapsed() < Duration::from_secs(1));
         rl.acquire().await;
-        assert!(start.elapsed() >= Duration::from_secs(60), "fourth request waited {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_secs(60),
+            "fourth request waited {:?}",
+            start.elapsed()
+        );
     }
 }

@@ -37,7 +37,9 @@ const REGIONS: &[(&str, &str)] = &[
 impl Region {
     /// Every region, in the SDK's order.
     pub fn all() -> impl Iterator<Item = Region> {
-        REGIONS.iter().map(|&(name, domain)| Region { name, domain })
+        REGIONS
+            .iter()
+            .map(|&(name, domain)| Region { name, domain })
     }
 
     /// Looks a region up by SDK name (`eu_west_1`, also `eu-west-1`), by bare domain
@@ -105,7 +107,11 @@ mod tests {
 
     #[test]
     fn parses_names_domains_and_hosts() {
-        let ie = Some(("eu_west_1", "https://api.mypurecloud.ie", "https://login.mypurecloud.ie"));
+        let ie = Some((
+            "eu_west_1",
+            "https://api.mypurecloud.ie",
+            "https://login.mypurecloud.ie",
+        ));
         check("eu_west_1", ie);
         check("EU-WEST-1", ie);
         check("mypurecloud.ie", ie);
@@ -113,19 +119,35 @@ mod tests {
         check("https://login.mypurecloud.ie/", ie);
         check(
             "us_east_2",
-            Some(("us_east_2", "https://api.use2.us-gov-pure.cloud", "https://login.use2.us-gov-pure.cloud")),
+            Some((
+                "us_east_2",
+                "https://api.use2.us-gov-pure.cloud",
+                "https://login.use2.us-gov-pure.cloud",
+            )),
         );
         check(
             "mypurecloud.com.au",
-            Some(("ap_southeast_2", "https://api.mypurecloud.com.au", "https://login.mypurecloud.com.au")),
+            Some((
+                "ap_southeast_2",
+                "https://api.mypurecloud.com.au",
+                "https://login.mypurecloud.com.au",
+            )),
         );
         check(
             "usw2.pure.cloud",
-            Some(("us_west_2", "https://api.usw2.pure.cloud", "https://login.usw2.pure.cloud")),
+            Some((
+                "us_west_2",
+                "https://api.usw2.pure.cloud",
+                "https://login.usw2.pure.cloud",
+            )),
         );
         check(
             "eusc_de_east_1",
-            Some(("eusc_de_east_1", "https://api.edee1.eusc-pure.cloud", "https://login.edee1.eusc-pure.cloud")),
+            Some((
+                "eusc_de_east_1",
+                "https://api.edee1.eusc-pure.cloud",
+                "https://login.edee1.eusc-pure.cloud",
+            )),
         );
         check("mypurecloud.co", None);
         check("", None);

@@ -12,7 +12,8 @@ use fake::{Fake, Settings};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use switchboard_genesys::notifications::{
-    EventSink, Handle, NotificationConfig, NotificationSource, SinkError, expand_topics, shard_topics,
+    EventSink, Handle, NotificationConfig, NotificationSource, SinkError, expand_topics,
+    shard_topics,
 };
 use switchboard_genesys::{Client, Error};
 use tokio::sync::Notify;
@@ -34,11 +35,17 @@ impl EventSink for Sink {
         Box::pin(async move {
             if self.fail_transient.load(Ordering::SeqCst) > 0 {
                 self.fail_transient.fetch_sub(1, Ordering::SeqCst);
-                return Err(SinkError { transient: true, message: "store full".into() });
+                return Err(SinkError {
+                    transient: true,
+                    message: "store full".into(),
+                });
             }
             if self.fail_permanent.load(Ordering::SeqCst) > 0 {
                 self.fail_permanent.fetch_sub(1, Ordering::SeqCst);
-                return Err(SinkError { transient: false, message: "invalid".into() });
+                return Err(SinkError {
+                    transient: false,
+                    message: "invalid".into(),
+                });
             }
             self.got.lock().unwrap().push(message);
             self.changed.notify_waiters();
@@ -53,7 +60,11 @@ impl Sink {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|m| m.pointer("/metadata/CorrelationId").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|m| {
+                m.pointer("/metadata/CorrelationId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect()
     }
 
@@ -97,7 +108,12 @@ async fn start(settings: Settings, cfg: NotificationConfig) -> Running {
     let sink = Arc::new(Sink::default());
     let cancel = CancellationToken::new();
     let handle = NotificationSource::spawn(client, cfg, sink.clone(), cancel.clone());
-    Running { fake, sink, handle, cancel }
+    Running {
+        fake,
+        sink,
+        handle,
+        cancel,
+    }
 }
 
 impl Running {
@@ -107,10 +123,22 @@ impl Running {
             .handle
             .wait_for(WAIT, |h| {
                 let n = h.shard_count();
-                n > 0 && h.channels().iter().filter(|c| c.connected).map(|c| c.shard).collect::<HashSet<_>>().len() == n
+                n > 0
+                    && h.channels()
+                        .iter()
+                        .filter(|c| c.connected)
+                        .map(|c| c.shard)
+                        .collect::<HashSet<_>>()
+                        .len()
+                        == n
             })
             .await;
-        assert!(ok, "not connected: {:?} failure {:?}", self.handle.channels(), self.handle.failure());
+        assert!(
+            ok,
+            "not connected: {:?} failure {:?}",
+            self.handle.channels(),
+            self.handle.failure()
+        );
     }
 
     /// Publishes `n` events round-robin over `topics`, `every` apart; returns their ids and
@@ -120,8 +148,13 @@ impl Running {
         let mut tick = tokio::time::interval(every);
         for i in 0..n {
             tick.tick().await;
-            let (id, sockets) = self.fake.publish(&topics[i % topics.len()], json!({"seq": i}));
-            assert!(sockets >= 1, "event {i} had no socket to go to: a gap on the server side");
+            let (id, sockets) = self
+                .fake
+                .publish(&topics[i % topics.len()], json!({"seq": i}));
+            assert!(
+                sockets >= 1,
+                "event {i} had no socket to go to: a gap on the server side"
+            );
             ids.insert(id);
         }
         ids
@@ -129,25 +162,46 @@ impl Running {
 
     async fn stop(self) -> (Arc<Fake>, Arc<Sink>) {
         self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.handle.join()).await.expect("source stops").unwrap();
+        tokio::time::timeout(WAIT, self.handle.join())
+            .await
+            .expect("source stops")
+            .unwrap();
         (self.fake, self.sink)
     }
 }
 
 fn presence(users: &[String]) -> Vec<String> {
-    users.iter().map(|u| format!("v2.users.{u}.presence")).collect()
+    users
+        .iter()
+        .map(|u| format!("v2.users.{u}.presence"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_2500_topics_over_3_channels() {
-    let settings = Settings { users: 1250, ..Settings::default() };
-    let mut r = start(settings, config(&["v2.users.{user}.presence", "v2.users.{id}.routingStatus"])).await;
+    let settings = Settings {
+        users: 1250,
+        ..Settings::default()
+    };
+    let mut r = start(
+        settings,
+        config(&["v2.users.{user}.presence", "v2.users.{id}.routingStatus"]),
+    )
+    .await;
     r.wait_connected().await;
-    let mut counts: Vec<usize> = r.fake.connected_channels().iter().map(|(_, n)| *n).collect();
+    let mut counts: Vec<usize> = r
+        .fake
+        .connected_channels()
+        .iter()
+        .map(|(_, n)| *n)
+        .collect();
     counts.sort();
     assert_eq!(counts, vec![500, 1000, 1000]);
     assert_eq!(r.handle.shard_count(), 3);
-    assert_eq!(r.handle.channels().iter().map(|c| c.topics).sum::<usize>(), 2500);
+    assert_eq!(
+        r.handle.channels().iter().map(|c| c.topics).sum::<usize>(),
+        2500
+    );
     let users = r.fake.users();
     // One event on the first, middle and last topic reaches the sink from whichever channel.
     let topics = vec![
@@ -163,7 +217,11 @@ async fn shards_2500_topics_over_3_channels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollover_under_steady_stream_loses_nothing() {
-    let settings = Settings { users: 10, channel_lifetime: Duration::from_millis(1500), ..Settings::default() };
+    let settings = Settings {
+        users: 10,
+        channel_lifetime: Duration::from_millis(1500),
+        ..Settings::default()
+    };
     let mut cfg = config(&["v2.users.{user}.presence"]);
     cfg.max_topics_per_channel = 5; // two shards, so rollovers also take turns
     let mut r = start(settings, cfg).await;
@@ -171,7 +229,11 @@ async fn rollover_under_steady_stream_loses_nothing() {
     let topics = presence(&r.fake.users());
     // ~3.5 s of events: each channel lives 1.5 s and rolls 0.7 s early, so ≥ 3 rollovers each.
     let ids = r.stream(&topics, 700, Duration::from_millis(5)).await;
-    assert!(r.sink.wait_all(&ids, WAIT).await, "missing {} events", ids.difference(&r.sink.correlation_ids()).count());
+    assert!(
+        r.sink.wait_all(&ids, WAIT).await,
+        "missing {} events",
+        ids.difference(&r.sink.correlation_ids()).count()
+    );
     let stats = r.handle.stats();
     assert!(stats.rollovers >= 6, "{stats:?}");
     assert_eq!(stats.lost, 0);
@@ -184,7 +246,11 @@ async fn rollover_under_steady_stream_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiry_mid_stream_rolls_to_a_new_token() {
     // Tokens live 2 s; channels would live a day but die with their token.
-    let settings = Settings { users: 4, token_lifetime_secs: 2, ..Settings::default() };
+    let settings = Settings {
+        users: 4,
+        token_lifetime_secs: 2,
+        ..Settings::default()
+    };
     let mut cfg = config(&["v2.users.{user}.presence"]);
     cfg.rollover_before_expiry = Duration::from_millis(500);
     let mut r = start(settings, cfg).await;
@@ -192,7 +258,11 @@ async fn token_expiry_mid_stream_rolls_to_a_new_token() {
     let topics = presence(&r.fake.users());
     let ids = r.stream(&topics, 400, Duration::from_millis(10)).await;
     assert!(r.sink.wait_all(&ids, WAIT).await);
-    assert!(r.fake.token_requests() >= 3, "tokens fetched: {}", r.fake.token_requests());
+    assert!(
+        r.fake.token_requests() >= 3,
+        "tokens fetched: {}",
+        r.fake.token_requests()
+    );
     let stats = r.handle.stats();
     assert!(stats.rollovers >= 2, "{stats:?}");
     assert!(r.handle.gaps().is_empty(), "{:?}", r.handle.gaps());
@@ -205,7 +275,13 @@ async fn dropped_socket_records_a_gap_and_reconnects_within_backoff() {
     r.wait_connected().await;
     let created = r.fake.channels_created();
     r.fake.drop_sockets();
-    assert!(r.handle.wait_for(WAIT, |h| h.gaps().iter().any(|g| g.end.is_some())).await, "{:?}", r.handle.gaps());
+    assert!(
+        r.handle
+            .wait_for(WAIT, |h| h.gaps().iter().any(|g| g.end.is_some()))
+            .await,
+        "{:?}",
+        r.handle.gaps()
+    );
     let gaps = r.handle.gaps();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     let gap = &gaps[0];
@@ -214,11 +290,16 @@ async fn dropped_socket_records_a_gap_and_reconnects_within_backoff() {
     let end = gap.end.unwrap();
     assert!(gap.start <= gap.detected && gap.detected <= end);
     // The first reconnect is immediate; allow the backoff maximum plus scheduling slack.
-    assert!(end - gap.detected < time::Duration::milliseconds(1000), "{gap:?}");
+    assert!(
+        end - gap.detected < time::Duration::milliseconds(1000),
+        "{gap:?}"
+    );
     // Same channel, new socket.
     assert_eq!(r.fake.channels_created(), created);
     r.wait_connected().await;
-    let ids = r.stream(&presence(&r.fake.users()), 5, Duration::from_millis(1)).await;
+    let ids = r
+        .stream(&presence(&r.fake.users()), 5, Duration::from_millis(1))
+        .await;
     assert!(r.sink.wait_all(&ids, WAIT).await);
     r.stop().await;
 }
@@ -229,17 +310,39 @@ async fn socket_closing_reconnects_to_the_same_uri_without_a_gap() {
     r.wait_connected().await;
     let (created, opened) = (r.fake.channels_created(), r.fake.connections_opened());
     r.fake.send_socket_closing();
-    assert!(r.fake.wait_for(WAIT, |f| f.connections_opened() == opened + 1).await);
-    assert!(r.handle.wait_for(WAIT, |h| h.stats().connections == 2).await, "{:?}", r.handle.stats());
+    assert!(
+        r.fake
+            .wait_for(WAIT, |f| f.connections_opened() == opened + 1)
+            .await
+    );
+    assert!(
+        r.handle
+            .wait_for(WAIT, |h| h.stats().connections == 2)
+            .await,
+        "{:?}",
+        r.handle.stats()
+    );
     r.wait_connected().await;
-    assert_eq!(r.fake.channels_created(), created, "socket_closing must reuse the channel");
-    let ids = r.stream(&presence(&r.fake.users()), 20, Duration::from_millis(2)).await;
+    assert_eq!(
+        r.fake.channels_created(),
+        created,
+        "socket_closing must reuse the channel"
+    );
+    let ids = r
+        .stream(&presence(&r.fake.users()), 20, Duration::from_millis(2))
+        .await;
     assert!(r.sink.wait_all(&ids, WAIT).await);
     assert!(r.handle.gaps().is_empty(), "{:?}", r.handle.gaps());
     assert_eq!(r.handle.stats().system_messages, 1);
     // The system message never reaches the sink.
     let (_, sink) = r.stop().await;
-    assert!(sink.got.lock().unwrap().iter().all(|m| !m["topicName"].as_str().unwrap().starts_with("v2.system")));
+    assert!(
+        sink.got
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|m| !m["topicName"].as_str().unwrap().starts_with("v2.system"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,38 +351,69 @@ async fn no_longer_subscribed_creates_a_new_channel_and_resubscribes() {
     r.wait_connected().await;
     let created = r.fake.channels_created();
     r.fake.send_no_longer_subscribed();
-    assert!(r.fake.wait_for(WAIT, |f| f.channels_created() == created + 1).await);
-    assert!(r.handle.wait_for(WAIT, |h| h.gaps().iter().any(|g| g.end.is_some())).await);
+    assert!(
+        r.fake
+            .wait_for(WAIT, |f| f.channels_created() == created + 1)
+            .await
+    );
+    assert!(
+        r.handle
+            .wait_for(WAIT, |h| h.gaps().iter().any(|g| g.end.is_some()))
+            .await
+    );
     r.wait_connected().await;
-    assert_eq!(r.fake.connected_channels().iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![10]);
+    assert_eq!(
+        r.fake
+            .connected_channels()
+            .iter()
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>(),
+        vec![10]
+    );
     let gaps = r.handle.gaps();
     assert!(gaps[0].reason.contains("no_longer_subscribed"), "{gaps:?}");
-    let ids = r.stream(&presence(&r.fake.users()), 10, Duration::from_millis(1)).await;
+    let ids = r
+        .stream(&presence(&r.fake.users()), 10, Duration::from_millis(1))
+        .await;
     assert!(r.sink.wait_all(&ids, WAIT).await);
     r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_socket_is_caught_by_the_ping_watchdog() {
-    let settings = Settings { heartbeat: Some(Duration::from_millis(100)), ..Settings::default() };
+    let settings = Settings {
+        heartbeat: Some(Duration::from_millis(100)),
+        ..Settings::default()
+    };
     let mut cfg = config(&["v2.users.{user}.presence"]);
     cfg.ping_after_silence = Duration::from_millis(300);
     cfg.pong_timeout = Duration::from_millis(300);
     let mut r = start(settings, cfg).await;
     r.wait_connected().await;
     r.fake.freeze_sockets();
-    assert!(r.handle.wait_for(WAIT, |h| h.gaps().iter().any(|g| g.end.is_some())).await, "{:?}", r.handle.gaps());
+    assert!(
+        r.handle
+            .wait_for(WAIT, |h| h.gaps().iter().any(|g| g.end.is_some()))
+            .await,
+        "{:?}",
+        r.handle.gaps()
+    );
     let gap = &r.handle.gaps()[0];
     assert!(gap.reason.contains("heartbeat"), "{gap:?}");
     r.wait_connected().await;
-    let ids = r.stream(&presence(&r.fake.users()), 5, Duration::from_millis(1)).await;
+    let ids = r
+        .stream(&presence(&r.fake.users()), 5, Duration::from_millis(1))
+        .await;
     assert!(r.sink.wait_all(&ids, WAIT).await);
     r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_topics_are_reported_and_the_rest_flow() {
-    let fake_settings = Settings { queues: 2, ..Settings::default() };
+    let fake_settings = Settings {
+        queues: 2,
+        ..Settings::default()
+    };
     let fake = Fake::start(fake_settings).await;
     let queues = fake.queues();
     let bad = format!("v2.analytics.queues.{}.observations", queues[0]);
@@ -287,21 +421,38 @@ async fn rejected_topics_are_reported_and_the_rest_flow() {
     let client = Client::new(fake.client_config()).unwrap();
     let sink = Arc::new(Sink::default());
     let cancel = CancellationToken::new();
-    let cfg = config(&["v2.analytics.queues.{id}.observations", "v2.routing.queues.{queue}.conversations.calls"]);
+    let cfg = config(&[
+        "v2.analytics.queues.{id}.observations",
+        "v2.routing.queues.{queue}.conversations.calls",
+    ]);
     let mut handle = NotificationSource::spawn(client, cfg, sink.clone(), cancel.clone());
-    assert!(handle.wait_for(WAIT, |h| h.channels().iter().any(|c| c.connected)).await);
+    assert!(
+        handle
+            .wait_for(WAIT, |h| h.channels().iter().any(|c| c.connected))
+            .await
+    );
     let rejected = handle.rejected_topics();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].topic, bad);
-    assert_eq!(rejected[0].missing_permissions, vec!["analytics:queueObservation:view".to_string()]);
+    assert_eq!(
+        rejected[0].missing_permissions,
+        vec!["analytics:queueObservation:view".to_string()]
+    );
     let ch = &handle.channels()[0];
     assert_eq!((ch.topics, ch.permitted, ch.rejected), (4, 3, 1));
     let call = include_str!("data/queue-conversation-call.json");
     let body: Value = serde_json::from_str::<Value>(call).unwrap()["eventBody"].clone();
-    let (id, n) = fake.publish(&format!("v2.routing.queues.{}.conversations.calls", queues[1]), body);
+    let (id, n) = fake.publish(
+        &format!("v2.routing.queues.{}.conversations.calls", queues[1]),
+        body,
+    );
     assert_eq!(n, 1);
     assert!(sink.wait_all(&HashSet::from([id]), WAIT).await);
-    assert_eq!(fake.publish(&bad, json!({})).1, 0, "a rejected topic is not subscribed");
+    assert_eq!(
+        fake.publish(&bad, json!({})).1,
+        0,
+        "a rejected topic is not subscribed"
+    );
     cancel.cancel();
     handle.join().await.unwrap();
 }
@@ -317,7 +468,11 @@ async fn transient_sink_errors_are_retried_permanent_ones_counted_lost() {
     assert_eq!(r.handle.stats().sink_retries, 3);
     r.sink.fail_permanent.store(1, Ordering::SeqCst);
     r.stream(&topics[..1], 1, Duration::from_millis(1)).await;
-    assert!(r.handle.wait_for(WAIT, |h| h.stats().lost == 1).await, "{:?}", r.handle.stats());
+    assert!(
+        r.handle.wait_for(WAIT, |h| h.stats().lost == 1).await,
+        "{:?}",
+        r.handle.stats()
+    );
     let stats = r.handle.stats();
     assert_eq!((stats.delivered, stats.lost), (1, 1));
     r.stop().await;
@@ -325,17 +480,40 @@ async fn transient_sink_errors_are_retried_permanent_ones_counted_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_topics_is_a_clear_error() {
-    let fake = Fake::start(Settings { users: 2000, ..Settings::default() }).await;
+    let fake = Fake::start(Settings {
+        users: 2000,
+        ..Settings::default()
+    })
+    .await;
     let client = Client::new(fake.client_config()).unwrap();
     let mut cfg = config(&["v2.users.{user}.presence"]);
     cfg.max_topics_per_channel = 100;
     let topics = expand_topics(&client, &cfg.topics, 100).await.unwrap();
     assert_eq!(topics.len(), 2000);
     let err = shard_topics(&topics, &cfg).unwrap_err();
-    assert!(matches!(err, Error::TooManyTopics { topics: 2000, needed: 20, max_channels: 19, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::TooManyTopics {
+                topics: 2000,
+                needed: 20,
+                max_channels: 19,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // The running source reports the same error and stops.
-    let handle = NotificationSource::spawn(client, cfg, Arc::new(Sink::default()), CancellationToken::new());
-    let err = tokio::time::timeout(WAIT, handle.join()).await.unwrap().unwrap_err();
+    let handle = NotificationSource::spawn(
+        client,
+        cfg,
+        Arc::new(Sink::default()),
+        CancellationToken::new(),
+    );
+    let err = tokio::time::timeout(WAIT, handle.join())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(err.to_string().contains("EventBridge"), "{err}");
     assert_eq!(fake.channels_created(), 0);
 }
@@ -348,11 +526,21 @@ async fn eviction_by_the_20_channel_rule_prefers_idle_channels() {
     // evicts an idle one, never our connected one.
     let client = Client::new(r.fake.client_config()).unwrap();
     for _ in 0..20 {
-        client.request(reqwest::Method::POST, "/api/v2/notifications/channels", &[], None).await.unwrap();
+        client
+            .request(
+                reqwest::Method::POST,
+                "/api/v2/notifications/channels",
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
     }
     assert_eq!(r.fake.evicted(), 1);
     assert_eq!(r.fake.connected_channels().len(), 1);
-    let ids = r.stream(&presence(&r.fake.users()), 3, Duration::from_millis(1)).await;
+    let ids = r
+        .stream(&presence(&r.fake.users()), 3, Duration::from_millis(1))
+        .await;
     assert!(r.sink.wait_all(&ids, WAIT).await);
     assert!(r.handle.gaps().is_empty());
     r.stop().await;

@@ -78,6 +78,8 @@ struct Inner {
     throttle_next: u32,
     throttled: u32,
     fail_next_503: u32,
+    /// Someone else edits the configuration right before our next PUT.
+    concurrent_edit: bool,
     requests: Vec<(String, String)>,
     integrations: Vec<Value>,
     configs: HashMap<String, Value>,
@@ -110,10 +112,21 @@ impl Fake {
     pub async fn start(settings: Settings) -> Arc<Fake> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut inner = Inner::default();
-        inner.users = (0..settings.users).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
-        inner.queues = (0..settings.queues).map(|i| format!("11111111-0000-4000-8000-{i:012}")).collect();
-        let fake = Arc::new(Fake { addr, settings, inner: Mutex::new(inner), changed: Notify::new() });
+        let inner = Inner {
+            users: (0..settings.users)
+                .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+                .collect(),
+            queues: (0..settings.queues)
+                .map(|i| format!("11111111-0000-4000-8000-{i:012}"))
+                .collect(),
+            ..Inner::default()
+        };
+        let fake = Arc::new(Fake {
+            addr,
+            settings,
+            inner: Mutex::new(inner),
+            changed: Notify::new(),
+        });
         let app = Router::new()
             .route("/oauth/token", post(oauth))
             .route("/channels/{id}", get(websocket))
@@ -161,6 +174,9 @@ impl Fake {
     }
     pub fn fail_next_503(&self, n: u32) {
         self.lock().fail_next_503 = n;
+    }
+    pub fn concurrent_edit_before_next_put(&self) {
+        self.lock().concurrent_edit = true;
     }
     pub fn error_on_enable(&self, message: &str) {
         self.lock().error_on_enable = Some(message.to_string());
@@ -248,7 +264,9 @@ impl Fake {
     }
 
     pub fn send_socket_closing(&self) {
-        let msg = json!({"topicName":"v2.system.socket_closing","eventBody":{"message":"maintenance"}}).to_string();
+        let msg =
+            json!({"topicName":"v2.system.socket_closing","eventBody":{"message":"maintenance"}})
+                .to_string();
         self.to_all_sockets(|| Cmd::Send(msg.clone()));
     }
 
@@ -281,7 +299,11 @@ impl Fake {
             }
             // Also re-check periodically: expiry is a passage of time, not an event.
             let tick = Instant::now() + Duration::from_millis(50);
-            if tokio::time::timeout_at(deadline.min(tick), notified).await.is_err() && Instant::now() >= deadline {
+            if tokio::time::timeout_at(deadline.min(tick), notified)
+                .await
+                .is_err()
+                && Instant::now() >= deadline
+            {
                 return cond(self);
             }
         }
@@ -300,27 +322,47 @@ async fn oauth(State(app): State<App>, headers: HeaderMap, body: String) -> Resp
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
     );
-    let auth_ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+    let auth_ok =
+        headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
     let form_ok = body == "grant_type=client_credentials";
     let mut g = app.lock();
     if !auth_ok || !form_ok {
         g.bad_token_requests += 1;
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error":"invalid_client"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error":"invalid_client"})),
+        )
+            .into_response();
     }
     g.token_requests += 1;
     let token = uuid::Uuid::new_v4().to_string();
-    g.tokens
-        .insert(token.clone(), Instant::now() + Duration::from_secs(app.settings.token_lifetime_secs));
+    g.tokens.insert(
+        token.clone(),
+        Instant::now() + Duration::from_secs(app.settings.token_lifetime_secs),
+    );
     axum::Json(json!({"access_token": token, "token_type": "bearer",
                       "expires_in": app.settings.token_lifetime_secs}))
     .into_response()
 }
 
 fn page(all: &[Value], q: &HashMap<String, String>) -> Value {
-    let size: usize = q.get("pageSize").and_then(|s| s.parse().ok()).unwrap_or(25).clamp(1, 500);
-    let number: usize = q.get("pageNumber").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let size: usize = q
+        .get("pageSize")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25)
+        .clamp(1, 500);
+    let number: usize = q
+        .get("pageNumber")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let count = all.len().div_ceil(size).max(1);
-    let entities: Vec<Value> = all.iter().skip((number - 1) * size).take(size).cloned().collect();
+    let entities: Vec<Value> = all
+        .iter()
+        .skip((number - 1) * size)
+        .take(size)
+        .cloned()
+        .collect();
     json!({"entities": entities, "pageSize": size, "pageNumber": number, "total": all.len(), "pageCount": count})
 }
 
@@ -332,7 +374,9 @@ async fn api(
 ) -> Response {
     let method = req.method().clone();
     let headers = req.headers().clone();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let path = format!("/api/v2/{rest}");
     let token = headers
@@ -344,9 +388,16 @@ async fn api(
     {
         let mut g = app.lock();
         g.requests.push((method.to_string(), path.clone()));
-        let valid = g.tokens.get(&token).is_some_and(|exp| *exp > Instant::now());
+        let valid = g
+            .tokens
+            .get(&token)
+            .is_some_and(|exp| *exp > Instant::now());
         if !valid {
-            return genesys_error(StatusCode::UNAUTHORIZED, "authentication.required", "No authentication bearer token specified in authorization header.");
+            return genesys_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication.required",
+                "No authentication bearer token specified in authorization header.",
+            );
         }
         if g.throttle_next > 0 {
             g.throttle_next -= 1;
@@ -356,14 +407,21 @@ async fn api(
                 "code":"too.many.requests.retry.after","status":429,"contextId":corr,"details":[],"errors":[]});
             return (
                 StatusCode::TOO_MANY_REQUESTS,
-                [("ININ-Correlation-Id", corr), ("Retry-After", "1".to_string())],
+                [
+                    ("ININ-Correlation-Id", corr),
+                    ("Retry-After", "1".to_string()),
+                ],
                 axum::Json(body),
             )
                 .into_response();
         }
         if g.fail_next_503 > 0 {
             g.fail_next_503 -= 1;
-            return genesys_error(StatusCode::SERVICE_UNAVAILABLE, "service.unavailable", "try later");
+            return genesys_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service.unavailable",
+                "try later",
+            );
         }
     }
     let segs: Vec<&str> = rest.split('/').collect();
@@ -372,7 +430,14 @@ async fn api(
     resp
 }
 
-fn route(app: &App, method: &Method, segs: &[&str], q: &HashMap<String, String>, body: Value, token: &str) -> Response {
+fn route(
+    app: &App,
+    method: &Method,
+    segs: &[&str],
+    q: &HashMap<String, String>,
+    body: Value,
+    token: &str,
+) -> Response {
     let mut g = app.lock();
     match (method.as_str(), segs) {
         ("GET", ["organizations", "me"]) => axum::Json(json!({"id": ORG_ID, "name": "Fake Org"})).into_response(),
@@ -446,12 +511,17 @@ fn route(app: &App, method: &Method, segs: &[&str], q: &HashMap<String, String>,
             }
         }
         (m, ["integrations", id, "config", "current"]) => {
+            let concurrent_edit = m == "PUT" && std::mem::take(&mut g.concurrent_edit);
             let Some(cfg) = g.configs.get_mut(*id) else {
                 return genesys_error(StatusCode::NOT_FOUND, "not.found", "integration not found");
             };
             match m {
                 "GET" => axum::Json(cfg.clone()).into_response(),
                 "PUT" => {
+                    if concurrent_edit {
+                        cfg["version"] = json!(cfg["version"].as_i64().unwrap_or(1) + 1);
+                        cfg["notes"] = json!("edited in the UI");
+                    }
                     if body.get("version") != cfg.get("version") {
                         return genesys_error(StatusCode::CONFLICT, "conflict", "The version supplied is not current");
                     }
@@ -560,7 +630,11 @@ fn route(app: &App, method: &Method, segs: &[&str], q: &HashMap<String, String>,
     }
 }
 
-async fn websocket(State(app): State<App>, Path(id): Path<String>, ws: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
     // Register before the upgrade answer goes out, so no event published after the client
     // sees the socket open can miss it.
     let (tx, rx) = mpsc::unbounded_channel();
@@ -569,7 +643,10 @@ async fn websocket(State(app): State<App>, Path(id): Path<String>, ws: WebSocket
         let now = Instant::now();
         g.next_conn += 1;
         let conn_id = g.next_conn;
-        let token_expiry = g.channels.get(&id).and_then(|c| g.tokens.get(&c.token).copied());
+        let token_expiry = g
+            .channels
+            .get(&id)
+            .and_then(|c| g.tokens.get(&c.token).copied());
         match (g.channels.get_mut(&id), token_expiry) {
             (Some(ch), Some(token_exp)) if ch.expires > now && token_exp > now => {
                 // One WebSocket per channel: a second connection disconnects the first.
@@ -587,11 +664,17 @@ async fn websocket(State(app): State<App>, Path(id): Path<String>, ws: WebSocket
     let heartbeat = app.settings.heartbeat;
     ws.on_upgrade(move |socket| async move {
         match registered {
-            Some((conn_id, end)) => serve_socket(app, id, conn_id, end, heartbeat, socket, rx).await,
+            Some((conn_id, end)) => {
+                serve_socket(app, id, conn_id, end, heartbeat, socket, rx).await
+            }
             None => {
                 let mut socket = socket;
                 let _ = socket
-                    .send(Message::Text(json!({"result":"404","message":"channel not found"}).to_string().into()))
+                    .send(Message::Text(
+                        json!({"result":"404","message":"channel not found"})
+                            .to_string()
+                            .into(),
+                    ))
                     .await;
                 let _ = socket.send(Message::Close(None)).await;
             }
