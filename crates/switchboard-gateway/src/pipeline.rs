@@ -106,7 +106,10 @@ pub async fn accept(
     let ingestion_time = received_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| Rejection::Internal(e.to_string()))?;
-    let (deliveries, failures) = app.router.route(&normalized.envelope, &ingestion_time);
+    let envelope_json = normalized.envelope.to_string();
+    let (deliveries, failures) =
+        app.router
+            .route(&normalized.envelope, &envelope_json, &ingestion_time);
     for f in &failures {
         telemetry::route_failure(&f.target);
         tracing::warn!(rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; no delivery for this target");
@@ -120,7 +123,7 @@ pub async fn accept(
             key,
             ttl_ms: source.dedup_ttl_ms,
         }),
-        envelope: normalized.envelope.to_string(),
+        envelope: envelope_json,
         deliveries,
     };
     match app.store.ingest(event).await {

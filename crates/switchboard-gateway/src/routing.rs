@@ -79,11 +79,12 @@ impl Router {
             .unwrap_or_default()
     }
 
-    /// Deliveries for one normalized envelope. Transformation failures are returned apart so the
+    /// Deliveries for one normalized envelope (`envelope_json` is its serialization). Transformation failures are returned apart so the
     /// caller can count and log them; they do not stop the other targets.
     pub fn route(
         &self,
         envelope: &serde_json::Value,
+        envelope_json: &str,
         ingestion_time: &str,
     ) -> (Vec<NewDelivery>, Vec<RouteFailure>) {
         let mut out = Vec::new();
@@ -94,14 +95,13 @@ impl Router {
                 .iter()
                 .filter_map(|name| self.by_name.get(*name).copied()),
         );
-        let mut compact: Option<String> = None;
         for i in indexes {
             let rule = &self.rules[i];
             let rule_arn = self.rule_arn(&rule.name);
             for t in &rule.targets {
                 let payload = if matches!(t.input, switchboard_pattern::TargetInput::MatchedEvent) {
-                    // Most targets take the whole envelope; serialize it once per event.
-                    compact.get_or_insert_with(|| envelope.to_string()).clone()
+                    // Most targets take the whole envelope, serialized once by the caller.
+                    envelope_json.to_string()
                 } else {
                     let ctx = TransformContext {
                         rule_name: &rule.name,

@@ -492,6 +492,11 @@ impl Client {
                 continue;
             }
             if let Some(wait) = self.retry_wait(status, &headers, attempt, idempotent) {
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    self.inner
+                        .limiter
+                        .pause_until(tokio::time::Instant::now() + wait);
+                }
                 tracing::warn!(
                     %method, path, status = status.as_u16(), code = ?err.code,
                     correlation_id = ?err.correlation_id, ?wait, "Genesys asked us to retry"

@@ -8,6 +8,17 @@
 //! The API sequence follows the reference (and Genesys' terraform provider): match by name,
 //! `POST /api/v2/integrations`, `GET …/config/current` for `version`, `PUT …/config/current`,
 //! `PATCH /api/v2/integrations/{id}` with `intendedState`, then poll `reportedState.code`.
+//!
+//! ```no_run
+//! use switchboard_genesys::provision::{self, ApplyOptions, EventBridgeSpec};
+//! # async fn run(client: switchboard_genesys::Client, spec: EventBridgeSpec) -> switchboard_genesys::Result<()> {
+//! println!("{}", provision::plan(&client, &spec).await?);
+//! let mut audit = Vec::new();
+//! let report = provision::apply(&client, &spec, &ApplyOptions::default(), &mut |entry| audit.push(entry)).await?;
+//! println!("{}\n{}", report.partner_event_source, report.aws_next_steps);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -7,14 +7,17 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 pub(crate) struct RateLimiter {
     requests: usize,
     per: Duration,
+    /// Start times of the requests in the current window, oldest first.
     sent: Mutex<VecDeque<Instant>>,
+    /// After a 429 nobody sends before this instant: the limit is per token, so one 429
+    /// means every caller sharing the token would get one too.
+    paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl RateLimiter {
@@ -24,12 +27,34 @@ impl RateLimiter {
             requests,
             per,
             sent: Mutex::new(VecDeque::with_capacity(requests.min(4096))),
+            paused_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Holds every caller back until `until` (called with a 429's `Retry-After`).
+    pub fn pause_until(&self, until: Instant) {
+        let mut p = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if p.is_none_or(|cur| cur < until) {
+            *p = Some(until);
         }
     }
 
     /// Waits until one more request fits in the window, then counts it.
     pub async fn acquire(&self) {
         loop {
+            let paused = *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(until) = paused
+                && until > Instant::now()
+            {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
             let wait = {
                 let mut sent = self.sent.lock().await;
                 let now = Instant::now();
@@ -56,6 +81,18 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_everyone_back() {
+        let rl = RateLimiter::new(100, Duration::from_secs(60));
+        let start = Instant::now();
+        rl.pause_until(start + Duration::from_secs(5));
+        rl.pause_until(start + Duration::from_secs(2)); // An earlier end never shortens it.
+        rl.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        rl.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn never_more_than_n_per_window() {

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use switchboard_genesys::notifications::{
     EventSink, Handle, NotificationConfig, NotificationSource, SinkError, expand_topics,
-    shard_topics,
+    list_channels, shard_topics,
 };
 use switchboard_genesys::{Client, Error};
 use tokio::sync::Notify;
@@ -220,6 +220,7 @@ async fn rollover_under_steady_stream_loses_nothing() {
     let settings = Settings {
         users: 10,
         channel_lifetime: Duration::from_millis(1500),
+        connect_delay: Duration::from_millis(50),
         ..Settings::default()
     };
     let mut cfg = config(&["v2.users.{user}.presence"]);
@@ -297,6 +298,51 @@ async fn dropped_socket_records_a_gap_and_reconnects_within_backoff() {
     // Same channel, new socket.
     assert_eq!(r.fake.channels_created(), created);
     r.wait_connected().await;
+    let ids = r
+        .stream(&presence(&r.fake.users()), 5, Duration::from_millis(1))
+        .await;
+    assert!(r.sink.wait_all(&ids, WAIT).await);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_sockets_back_off_then_move_to_a_new_channel() {
+    let mut r = start(Settings::default(), config(&["v2.users.{user}.presence"])).await;
+    r.wait_connected().await;
+    let created = r.fake.channels_created();
+    let opened = r.fake.connections_opened();
+    // The current socket drops, then its next 4 replacements drop right after opening:
+    // after 3 same-URI attempts the source gives up on the channel and makes a new one.
+    r.fake.drop_next_connections(4);
+    let start = tokio::time::Instant::now();
+    r.fake.drop_sockets();
+    assert!(
+        r.fake
+            .wait_for(WAIT, |f| f.connections_opened() == opened + 5)
+            .await
+    );
+    r.wait_connected().await;
+    assert!(
+        r.handle
+            .wait_for(WAIT, |h| h.gaps().iter().all(|g| g.end.is_some()))
+            .await
+    );
+    assert!(
+        r.fake.channels_created() > created,
+        "a new channel after repeated failures"
+    );
+    // Backoff between the failing attempts: 0 + 50 + 100 + 200 ms (minus up to 20 % jitter).
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    let gaps = r.handle.gaps();
+    assert_eq!(
+        gaps.len(),
+        1,
+        "one gap from the first drop to the stable socket: {gaps:?}"
+    );
     let ids = r
         .stream(&presence(&r.fake.users()), 5, Duration::from_millis(1))
         .await;
@@ -409,6 +455,87 @@ async fn silent_socket_is_caught_by_the_ping_watchdog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_socket_answering_pings_is_kept() {
+    // No heartbeats at all: the source pings after 150 ms of silence and the pongs keep it.
+    let settings = Settings {
+        heartbeat: None,
+        ..Settings::default()
+    };
+    let mut cfg = config(&["v2.users.{user}.presence"]);
+    cfg.ping_after_silence = Duration::from_millis(150);
+    cfg.pong_timeout = Duration::from_millis(150);
+    let mut r = start(settings, cfg).await;
+    r.wait_connected().await;
+    assert!(r.fake.wait_for(WAIT, |f| f.pings() >= 4).await);
+    assert_eq!(r.handle.stats().connections, 1, "{:?}", r.handle.stats());
+    assert!(r.handle.gaps().is_empty());
+    let (_, sink) = r.stop().await;
+    assert!(
+        sink.got.lock().unwrap().is_empty(),
+        "pongs never reach the sink"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_gets_a_new_token_and_a_new_channel() {
+    let mut r = start(Settings::default(), config(&["v2.users.{user}.presence"])).await;
+    r.wait_connected().await;
+    let (created, tokens) = (r.fake.channels_created(), r.fake.token_requests());
+    r.fake.revoke_tokens_and_notify();
+    assert!(
+        r.fake
+            .wait_for(WAIT, |f| f.channels_created() == created + 1)
+            .await
+    );
+    r.wait_connected().await;
+    assert_eq!(
+        r.fake.token_requests(),
+        tokens + 1,
+        "one refresh after the 401"
+    );
+    assert!(
+        r.handle.gaps()[0].reason.contains("token_revoked"),
+        "{:?}",
+        r.handle.gaps()
+    );
+    let ids = r
+        .stream(&presence(&r.fake.users()), 5, Duration::from_millis(1))
+        .await;
+    assert!(r.sink.wait_all(&ids, WAIT).await);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_through_a_429_storm() {
+    let fake = Fake::start(Settings {
+        users: 1200,
+        ..Settings::default()
+    })
+    .await;
+    fake.throttle_next(15);
+    let mut cfg = fake.client_config();
+    cfg.max_retries = 20;
+    let client = Client::new(cfg).unwrap();
+    let sink = Arc::new(Sink::default());
+    let cancel = CancellationToken::new();
+    let mut handle = NotificationSource::spawn(
+        client,
+        config(&["v2.users.{user}.presence"]),
+        sink,
+        cancel.clone(),
+    );
+    let ok = handle
+        .wait_for(WAIT, |h| {
+            h.shard_count() == 2 && h.channels().iter().filter(|c| c.connected).count() == 2
+        })
+        .await;
+    assert!(ok, "{:?} {:?}", handle.channels(), handle.failure());
+    assert_eq!(fake.throttled(), 15);
+    cancel.cancel();
+    handle.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_topics_are_reported_and_the_rest_flow() {
     let fake_settings = Settings {
         queues: 2,
@@ -516,6 +643,28 @@ async fn too_many_topics_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("EventBridge"), "{err}");
     assert_eq!(fake.channels_created(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_view_matches_what_genesys_lists() {
+    let mut r = start(Settings::default(), config(&["v2.users.{user}.presence"])).await;
+    r.wait_connected().await;
+    let ours = r.handle.channels();
+    assert_eq!(ours.len(), 1);
+    let ch = &ours[0];
+    assert!(ch.connected && ch.topics == 10 && ch.permitted == 10 && ch.rejected == 0);
+    assert!(ch.expires.unwrap() > time::OffsetDateTime::now_utc() + time::Duration::hours(23));
+    let client = Client::new(r.fake.client_config()).unwrap();
+    let listed = list_channels(&client).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, ch.channel_id);
+    assert_eq!(
+        listed[0].connect_uri.as_deref(),
+        Some(ch.connect_uri.as_str())
+    );
+    let json = serde_json::to_value(&ours).unwrap();
+    assert_eq!(json[0]["topics"], 10);
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,9 @@ pub struct Settings {
     pub queues: usize,
     /// GETs of an ENABLED integration before it reports ACTIVE.
     pub activation_polls: u32,
+    /// Time the WebSocket handshake takes (a WAN + TLS handshake is tens of ms); makes a
+    /// rollover without overlap visible as events with no socket.
+    pub connect_delay: Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
             users: 10,
             queues: 5,
             activation_polls: 2,
+            connect_delay: Duration::ZERO,
         }
     }
 }
@@ -93,6 +97,10 @@ struct Inner {
     evicted: u32,
     next_conn: u64,
     connections_opened: u64,
+    /// The next N sockets are dropped right after they open (a flapping server).
+    drop_next: u32,
+    /// Application pings answered.
+    pings: u32,
     rejected_topics: HashSet<String>,
     /// Correlation id -> number of sockets it was written to.
     published: Vec<(String, usize)>,
@@ -198,6 +206,22 @@ impl Fake {
     }
     pub fn evicted(&self) -> u32 {
         self.lock().evicted
+    }
+    pub fn pings(&self) -> u32 {
+        self.lock().pings
+    }
+
+    /// Revokes every token and tells every socket, as Genesys does (`token_revoked`).
+    pub fn revoke_tokens_and_notify(&self) {
+        self.lock().tokens.clear();
+        let msg = json!({"topicName":"v2.system.token_revoked","eventBody":{
+            "systemTopicType":"token_revoked","reason":"user_tokens_revoked"}})
+        .to_string();
+        self.to_all_sockets(|| Cmd::Send(msg.clone()));
+    }
+
+    pub fn drop_next_connections(&self, n: u32) {
+        self.lock().drop_next = n;
     }
     pub fn connections_opened(&self) -> u64 {
         self.lock().connections_opened
@@ -567,7 +591,13 @@ fn route(
                 .into_response()
         }
         ("GET", ["notifications", "channels"]) => {
-            let entities: Vec<Value> = g.channels.keys().map(|id| json!({"id": id})).collect();
+            let now = Instant::now();
+            let entities: Vec<Value> = g
+                .channels
+                .iter()
+                .filter(|(_, c)| c.expires > now)
+                .map(|(id, _)| json!({"id": id, "connectUri": format!("ws://{}/channels/{id}", app.addr)}))
+                .collect();
             axum::Json(json!({"entities": entities})).into_response()
         }
         ("HEAD", ["notifications", "channels", id]) => {
@@ -635,6 +665,7 @@ async fn websocket(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    tokio::time::sleep(app.settings.connect_delay).await;
     // Register before the upgrade answer goes out, so no event published after the client
     // sees the socket open can miss it.
     let (tx, rx) = mpsc::unbounded_channel();
@@ -692,9 +723,20 @@ async fn serve_socket(
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
     app.changed.notify_waiters();
+    let flap = {
+        let mut g = app.lock();
+        let flap = g.drop_next > 0;
+        g.drop_next = g.drop_next.saturating_sub(1);
+        flap
+    };
     let far = Instant::now() + Duration::from_secs(86_400);
     let mut next_hb = heartbeat.map_or(far, |h| Instant::now() + h);
     let mut frozen = false;
+    if flap {
+        // A flapping server drops the socket right after the handshake.
+        unregister(&app, &channel, conn_id);
+        return;
+    }
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(end) => {
@@ -718,6 +760,7 @@ async fn serve_socket(
             },
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(t))) if !frozen && t.as_str() == r#"{"message":"ping"}"# => {
+                    app.lock().pings += 1;
                     let pong = json!({"topicName":"channel.metadata","eventBody":{"message":"pong"}});
                     if socket.send(Message::Text(pong.to_string().into())).await.is_err() { break; }
                 }
@@ -733,9 +776,13 @@ async fn serve_socket(
             },
         }
     }
+    unregister(&app, &channel, conn_id);
+}
+
+fn unregister(app: &App, channel: &str, conn_id: u64) {
     {
         let mut g = app.lock();
-        if let Some(ch) = g.channels.get_mut(&channel)
+        if let Some(ch) = g.channels.get_mut(channel)
             && ch.conn.as_ref().is_some_and(|(id, _)| *id == conn_id)
         {
             ch.conn = None;

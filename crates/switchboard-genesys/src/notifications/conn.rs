@@ -1,0 +1,254 @@
+//! One WebSocket: read, classify, forward events, answer nothing but pings, watch heartbeats.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::shard::{CloseReason, ConnEvent};
+use super::{NotificationConfig, Shared};
+
+pub(super) struct ConnTask {
+    pub(super) id: u64,
+    pub(super) uri: String,
+    pub(super) config: Arc<NotificationConfig>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) events: mpsc::Sender<Value>,
+    pub(super) notify: mpsc::UnboundedSender<ConnEvent>,
+    pub(super) cancel: CancellationToken,
+}
+
+/// What one text frame means.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Event(Value),
+    Metadata,
+    SocketClosing,
+    Lost(String),
+    OtherSystem(String),
+    NotFound,
+    Malformed,
+}
+
+fn classify(text: &str) -> Frame {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+        return Frame::Malformed;
+    };
+    if obj.get("result").is_some_and(|r| r == "404" || r == 404) {
+        return Frame::NotFound;
+    }
+    let topic = obj.get("topicName").and_then(Value::as_str).unwrap_or("");
+    if topic == "channel.metadata" {
+        return Frame::Metadata;
+    }
+    if let Some(kind) = topic.strip_prefix("v2.system.") {
+        let body_type = obj
+            .get("eventBody")
+            .and_then(|b| b.get("systemTopicType"))
+            .and_then(Value::as_str);
+        let kind = body_type.unwrap_or(kind);
+        return match kind {
+            "socket_closing" => Frame::SocketClosing,
+            "no_longer_subscribed" | "token_revoked" => Frame::Lost(kind.to_string()),
+            other => Frame::OtherSystem(other.to_string()),
+        };
+    }
+    if topic.is_empty() {
+        return Frame::Malformed;
+    }
+    Frame::Event(Value::Object(obj))
+}
+
+impl ConnTask {
+    /// Closing handshake: after our Close, keep reading until the server's Close so that
+    /// events it sent before seeing ours are still forwarded (the overlap's duplicates are
+    /// cheap, a hole is not).
+    async fn close_and_drain<S>(&self, ws: &mut tokio_tungstenite::WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if ws.close(None).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+            match msg {
+                Message::Text(t) => {
+                    if let Frame::Event(v) = classify(t.as_str())
+                        && self.events.send(v).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) async fn run(self) {
+        let mut last_rx = OffsetDateTime::now_utc();
+        let reason = self.session(&mut last_rx).await;
+        let _ = self.notify.send(ConnEvent::Closed {
+            conn: self.id,
+            reason,
+            last_rx,
+        });
+    }
+
+    async fn session(&self, last_rx_utc: &mut OffsetDateTime) -> CloseReason {
+        let connect = tokio::time::timeout(
+            self.config.connect_timeout,
+            tokio_tungstenite::connect_async(&self.uri),
+        );
+        let ws = tokio::select! {
+            r = connect => r,
+            () = self.cancel.cancelled() => return CloseReason::Cancelled,
+        };
+        let mut ws = match ws {
+            Err(_) => return CloseReason::ConnectFailed("timeout".into()),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp)))
+                if resp.status().as_u16() == 404 =>
+            {
+                return CloseReason::NotFound;
+            }
+            Ok(Err(e)) => return CloseReason::ConnectFailed(e.to_string()),
+            Ok(Ok((ws, _))) => ws,
+        };
+        *last_rx_utc = OffsetDateTime::now_utc();
+        let _ = self.notify.send(ConnEvent::Connected { conn: self.id });
+        let mut last_rx = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        loop {
+            let ping_due = last_rx + self.config.ping_after_silence;
+            let dead_at = ping_sent.map(|p| p + self.config.pong_timeout);
+            let wake = dead_at.unwrap_or(ping_due);
+            let msg = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    self.close_and_drain(&mut ws).await;
+                    return CloseReason::Cancelled;
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if dead_at.is_some() {
+                        return CloseReason::Watchdog;
+                    }
+                    if let Err(e) = ws.send(Message::text(r#"{"message":"ping"}"#)).await {
+                        return CloseReason::Dropped(e.to_string());
+                    }
+                    ping_sent = Some(Instant::now());
+                    continue;
+                }
+                m = ws.next() => m,
+            };
+            let text = match msg {
+                None => return CloseReason::Dropped("end of stream".into()),
+                Some(Err(e)) => return CloseReason::Dropped(e.to_string()),
+                Some(Ok(Message::Close(frame))) => {
+                    return CloseReason::Dropped(match frame {
+                        Some(f) => format!("closed by server ({} {})", u16::from(f.code), f.reason),
+                        None => "closed by server".into(),
+                    });
+                }
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(_)) => {
+                    last_rx = Instant::now();
+                    *last_rx_utc = OffsetDateTime::now_utc();
+                    continue;
+                }
+            };
+            last_rx = Instant::now();
+            *last_rx_utc = OffsetDateTime::now_utc();
+            ping_sent = None;
+            match classify(text.as_str()) {
+                Frame::Event(v) => {
+                    // Waiting here is the backpressure: a slow sink stops the reading.
+                    if self.events.send(v).await.is_err() {
+                        return CloseReason::Cancelled;
+                    }
+                }
+                Frame::Metadata => {}
+                Frame::SocketClosing => {
+                    self.shared
+                        .counters
+                        .system_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(uri = %self.uri, "Genesys socket_closing; reconnecting to the same channel");
+                    let _ = self.notify.send(ConnEvent::Closing { conn: self.id });
+                }
+                Frame::Lost(kind) => {
+                    self.shared
+                        .counters
+                        .system_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                    let _ = ws.close(None).await;
+                    return CloseReason::NoLongerSubscribed(kind);
+                }
+                Frame::OtherSystem(kind) => {
+                    self.shared
+                        .counters
+                        .system_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(kind, "Genesys system message");
+                }
+                Frame::NotFound => return CloseReason::NotFound,
+                Frame::Malformed => {
+                    self.shared
+                        .counters
+                        .malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(uri = %self.uri, "ignoring a WebSocket frame that is not a notification");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        let check = |text: &str, expected: Frame| assert_eq!(classify(text), expected, "{text}");
+        check(
+            include_str!("../../tests/data/heartbeat.json"),
+            Frame::Metadata,
+        );
+        check(include_str!("../../tests/data/pong.json"), Frame::Metadata);
+        let presence = include_str!("../../tests/data/user-presence.json");
+        check(
+            presence,
+            Frame::Event(serde_json::from_str(presence).unwrap()),
+        );
+        check(
+            r#"{"topicName":"v2.system.socket_closing","eventBody":{"message":"bye"}}"#,
+            Frame::SocketClosing,
+        );
+        check(
+            r#"{"topicName":"v2.system.x","eventBody":{"systemTopicType":"no_longer_subscribed","reason":"another_channel_subscribed"}}"#,
+            Frame::Lost("no_longer_subscribed".into()),
+        );
+        check(
+            r#"{"topicName":"v2.system.token_revoked","eventBody":{}}"#,
+            Frame::Lost("token_revoked".into()),
+        );
+        check(
+            r#"{"topicName":"v2.system.subscription_changed","eventBody":{}}"#,
+            Frame::OtherSystem("subscription_changed".into()),
+        );
+        check(
+            r#"{"result":"404","message":"channel not found"}"#,
+            Frame::NotFound,
+        );
+        check("not json", Frame::Malformed);
+        check("[1,2]", Frame::Malformed);
+        check(r#"{"eventBody":{}}"#, Frame::Malformed);
+    }
+}
