@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!key.is_empty(), "Invalid error names no key: {shown}");
                     assert!(!message.is_empty(), "Invalid error says nothing: {shown}");
                     let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
-                    assert!(*line <= lines, "line {line} past the end ({lines}): {shown}");
+                    assert!(
+                        *line <= lines,
+                        "line {line} past the end ({lines}): {shown}"
+                    );
                     assert!(shown.starts_with(&format!("{FILE}:{line}: {key}: ")));
                 }
                 ConfigError::Read { .. } => panic!("from_toml reported a read error: {shown}"),

@@ -44,7 +44,12 @@ fn scheme(selector: u8) -> Scheme {
             tolerance_secs: [300, 0, u64::MAX, 1 << 63][usize::from(sub % 4)],
         },
         2 => Scheme::HmacHeader {
-            header: if sub & 1 == 0 { DEFAULT_HMAC_HEADER } else { "X-Sig" }.to_owned(),
+            header: if sub & 1 == 0 {
+                DEFAULT_HMAC_HEADER
+            } else {
+                "X-Sig"
+            }
+            .to_owned(),
             prefix: if sub & 2 == 0 { "" } else { "sha256=" }.to_owned(),
             encoding: if sub & 4 == 0 {
                 Encoding::Base64
@@ -240,7 +245,10 @@ fn as_given(req: &Request) -> Option<String> {
     match verifier.verify(&req.headers, &req.body, req.now) {
         Ok(v) => {
             if let Some(id) = &v.delivery_id {
-                assert!(!id.is_empty() && !id.contains('.'), "bad delivery id {id:?}");
+                assert!(
+                    !id.is_empty() && !id.contains('.'),
+                    "bad delivery id {id:?}"
+                );
             }
             v.delivery_id
         }
@@ -249,7 +257,10 @@ fn as_given(req: &Request) -> Option<String> {
             let shown = format!("{e} {e:?}");
             // Nor a secret (long ones only: a one-letter secret occurs in any message).
             for secret in req.secrets.iter().filter(|s| s.len() >= 12) {
-                assert!(!e.to_string().contains(secret.as_str()), "error reveals a secret");
+                assert!(
+                    !e.to_string().contains(secret.as_str()),
+                    "error reveals a secret"
+                );
             }
             // Errors never reveal the expected MAC (body-MAC schemes: it is what `sign` writes).
             if matches!(
@@ -320,8 +331,8 @@ fn check_normalize(req: &Request, delivery_id: Option<&str>) {
         return;
     }
     let opts = options(req.options);
-    let received_at = OffsetDateTime::from_unix_timestamp(req.now)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let received_at =
+        OffsetDateTime::from_unix_timestamp(req.now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let ctx = NormalizeContext {
         new_id: NEW_ID,
         delivery_id,
@@ -338,7 +349,11 @@ fn check_normalize(req: &Request, delivery_id: Option<&str>) {
         panic!("envelope is not an object: {}", n.envelope);
     };
     for key in ["version", "id", "detail-type", "source", "time", "detail"] {
-        assert!(env.contains_key(key), "envelope lacks `{key}`: {}", n.envelope);
+        assert!(
+            env.contains_key(key),
+            "envelope lacks `{key}`: {}",
+            n.envelope
+        );
     }
     assert_eq!(env["version"], "0");
     assert_eq!(env["id"].as_str(), Some(n.id.as_str()));
@@ -353,17 +368,26 @@ fn check_normalize(req: &Request, delivery_id: Option<&str>) {
     assert!(env["source"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(env["detail"].is_object(), "detail is not an object");
     let time = env["time"].as_str().unwrap_or("");
-    assert!(is_canonical_time(time), "time {time:?} is not YYYY-MM-DDTHH:MM:SSZ");
+    assert!(
+        is_canonical_time(time),
+        "time {time:?} is not YYYY-MM-DDTHH:MM:SSZ"
+    );
     if let Some(key) = &n.dedup_key {
         assert!(key.len() <= 300, "dedup key of {} bytes", key.len());
         if let Some(d) = delivery_id.filter(|d| !d.is_empty()) {
-            assert!(key.starts_with("wh"), "delivery id {d:?} ignored for key {key:?}");
+            assert!(
+                key.starts_with("wh"),
+                "delivery id {d:?} ignored for key {key:?}"
+            );
         }
     }
     // The envelope is stored and sent as JSON: it must serialize and read back unchanged.
     let bytes = serde_json::to_vec(&n.envelope).unwrap_or_default();
     let back: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    assert_eq!(back, n.envelope, "envelope does not survive a JSON round trip");
+    assert_eq!(
+        back, n.envelope,
+        "envelope does not survive a JSON round trip"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

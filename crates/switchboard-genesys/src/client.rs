@@ -37,9 +37,13 @@ pub struct ClientConfig {
     /// `api_base_url` with `api.` replaced by `login.`.
     #[serde(default)]
     pub login_base_url: Option<String>,
-    /// OAuth client id (client-credentials grant).
+    /// OAuth client id (client-credentials grant). May be left out of the file and filled in
+    /// by the caller (from the environment); [`Client::new`] refuses an empty one.
+    #[serde(default)]
     pub client_id: String,
-    /// OAuth client secret. Never logged: `Debug` redacts it.
+    /// OAuth client secret. Never logged: `Debug` redacts it. Like `client_id`, the caller
+    /// should fill it from the environment or a file rather than the config file.
+    #[serde(default)]
     pub client_secret: String,
     /// Requests allowed per `rate_limit_window`; keep it at or below Genesys' per-token limit
     /// (300 per minute), lower when several processes share one token.
@@ -237,7 +241,14 @@ impl Client {
                 "client_id and client_secret are required".into(),
             ));
         }
-        let region = cfg.region.as_deref().map(Region::parse).transpose()?;
+        let region = match (&cfg.region, &cfg.api_base_url) {
+            (Some(r), _) => Some(Region::parse(r)?),
+            // An API URL on a known Genesys host still tells us the region (for `whoami`).
+            (None, Some(u)) => url::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().and_then(|h| Region::parse(h).ok())),
+            (None, None) => None,
+        };
         let api_base = match (&cfg.api_base_url, region) {
             (Some(u), _) => normalize_base(u)?,
             (None, Some(r)) => r.api_base_url(),
@@ -667,6 +678,9 @@ mod tests {
             "http://127.0.0.1:9",
             "http://127.0.0.1:10",
         );
+        let by_url = Client::new(cfg(Some("https://api.mypurecloud.de"), None, None)).unwrap();
+        assert_eq!(by_url.region().map(|r| r.name()), Some("eu_central_1"));
+        assert_eq!(by_url.login_base_url(), "https://login.mypurecloud.de");
         check(
             cfg(Some("https://api.example.test"), None, None),
             "https://api.example.test",

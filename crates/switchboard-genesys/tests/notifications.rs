@@ -271,6 +271,63 @@ async fn token_expiry_mid_stream_rolls_to_a_new_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_users_are_picked_up_without_losing_events() {
+    let mut cfg = config(&["v2.users.{user}.presence"]);
+    cfg.max_topics_per_channel = 12;
+    cfg.refresh_topics_every = Duration::from_millis(200);
+    let mut r = start(
+        Settings {
+            connect_delay: Duration::from_millis(20),
+            ..Settings::default()
+        },
+        cfg,
+    )
+    .await;
+    r.wait_connected().await;
+    assert_eq!(r.handle.shard_count(), 1);
+    let old_topics = presence(&r.fake.users());
+    let added = r.fake.add_users(5);
+    r.fake.remove_user(&r.fake.users()[0]);
+    // Events keep flowing on the old topics while the shards are re-spread.
+    let streaming = r.stream(&old_topics[1..], 150, Duration::from_millis(4));
+    let ok = async {
+        r.handle
+            .view()
+            .wait_for(WAIT, |h| {
+                h.shard_count() == 2 && h.channels().iter().filter(|c| c.connected).count() == 2
+            })
+            .await
+    };
+    let (ids, ok) = tokio::join!(streaming, ok);
+    assert!(ok, "{:?}", r.handle.channels());
+    r.wait_connected().await;
+    assert!(r.sink.wait_all(&ids, WAIT).await);
+    let mut counts: Vec<usize> = r
+        .fake
+        .connected_channels()
+        .iter()
+        .map(|(_, n)| *n)
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![2, 12],
+        "14 users over channels of 12, the stayers kept in place"
+    );
+    let ids = r
+        .stream(&presence(&added), 5, Duration::from_millis(1))
+        .await;
+    assert!(r.sink.wait_all(&ids, WAIT).await);
+    assert_eq!(
+        r.fake.publish(&old_topics[0], json!({})).1,
+        0,
+        "a removed user is unsubscribed"
+    );
+    assert!(r.handle.gaps().is_empty(), "{:?}", r.handle.gaps());
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_socket_records_a_gap_and_reconnects_within_backoff() {
     let mut r = start(Settings::default(), config(&["v2.users.{user}.presence"])).await;
     r.wait_connected().await;
@@ -602,7 +659,82 @@ async fn transient_sink_errors_are_retried_permanent_ones_counted_lost() {
     );
     let stats = r.handle.stats();
     assert_eq!((stats.delivered, stats.lost), (1, 1));
+    let losses = r.handle.losses();
+    assert_eq!(losses.len(), 1);
+    assert_eq!(
+        (losses[0].topic.as_str(), losses[0].error.as_str()),
+        (topics[0].as_str(), "invalid")
+    );
+    assert_eq!(losses[0].correlation_id.len(), 36);
     r.stop().await;
+}
+
+/// A sink that holds every `accept` until the test opens the gate.
+struct GatedSink {
+    gate: tokio::sync::Semaphore,
+    waiting: AtomicU32,
+    inner: Sink,
+}
+
+impl EventSink for GatedSink {
+    fn accept(&self, message: Value) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            self.inner.changed.notify_waiters();
+            let permit = self.gate.acquire().await.unwrap();
+            permit.forget();
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.inner.accept(message).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sink_applies_backpressure_and_loses_nothing() {
+    let fake = Fake::start(Settings::default()).await;
+    let client = Client::new(fake.client_config()).unwrap();
+    let sink = Arc::new(GatedSink {
+        gate: tokio::sync::Semaphore::new(0),
+        waiting: AtomicU32::new(0),
+        inner: Sink::default(),
+    });
+    let mut cfg = config(&["v2.users.{user}.presence"]);
+    cfg.buffer = 8;
+    cfg.sink_concurrency = 2;
+    let cancel = CancellationToken::new();
+    let mut handle = NotificationSource::spawn(client, cfg, sink.clone(), cancel.clone());
+    assert!(
+        handle
+            .wait_for(WAIT, |h| h.channels().iter().any(|c| c.connected))
+            .await
+    );
+    let topics = presence(&fake.users());
+    let mut ids = HashSet::new();
+    for i in 0..500 {
+        let (id, n) = fake.publish(&topics[i % topics.len()], json!({"seq": i}));
+        assert_eq!(n, 1);
+        ids.insert(id);
+    }
+    // Exactly `sink_concurrency` calls are in flight and nothing is accepted or dropped.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // Created before the check, so a wake-up in between is not missed.
+        let notified = sink.inner.changed.notified();
+        if sink.waiting.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        assert!(tokio::time::timeout_at(deadline, notified).await.is_ok());
+    }
+    assert_eq!(sink.waiting.load(Ordering::SeqCst), 2);
+    assert_eq!(handle.stats().delivered, 0);
+    // Open the gate: everything arrives, in full.
+    sink.gate.add_permits(10_000);
+    assert!(sink.inner.wait_all(&ids, WAIT).await);
+    let stats = handle.stats();
+    assert_eq!((stats.delivered, stats.lost), (500, 0));
+    assert!(handle.gaps().is_empty());
+    cancel.cancel();
+    handle.join().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

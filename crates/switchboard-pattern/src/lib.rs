@@ -56,13 +56,28 @@
 //! * **Limits** ([`Limits`]): pattern size (2048 characters, up to 4096),
 //!   at most 1000 `$or` combinations, at most 100 wildcard `*` per pattern.
 //!
+//! # Events
+//!
+//! [`Matcher::matches_json`] scans the event bytes directly and reads only
+//! the paths some rule mentions; other subtrees are skipped by counting
+//! brackets (SIMD on x86_64). Read values are fully checked, skipped ones
+//! only structurally (balanced brackets, terminated strings), so some
+//! malformed events are matched instead of rejected. Duplicate keys in an
+//! event are all seen (a `serde_json::Value` keeps the last one).
+//! [`Matcher::matches_value`] walks an already parsed event.
+//!
+//! # Input transformation
+//!
+//! See [`TargetInput`] for the choices made where AWS is silent (missing
+//! paths, escaping, `*`) and [`InputTransformer`] for template rendering.
+//!
 //! # Architecture invariants
 //!
 //! The crate does no I/O and spawns nothing. Matching cost grows with the
 //! event, not with the number of rules, except for per-value operators
 //! (`wildcard`, `numeric`, `cidr`, `anything-but`) on one field, which are
-//! checked one by one. The byte-level event scanner only fully validates the
-//! parts of an event some rule reads; see [`Matcher::matches_json`].
+//! checked one by one. The only `unsafe` code is the SIMD bracket and quote
+//! scanning in the event scanner, each block justified where it stands.
 
 mod error;
 mod json;

@@ -3,10 +3,9 @@
 //! # Layout
 //!
 //! * A **path table** holds one node per dotted path prefix that some rule
-//!   mentions. Edges are keyed by event object keys, and a path `a.b.c` gets
-//!   edges for every way an event can spell it (`a`→`b`→`c`, `a.b`→`c`,
-//!   `a`→`b.c`, `a.b.c`), which gives aws/event-ruler's nested/dotted key
-//!   equivalence without building path strings per event.
+//!   mentions, joined by edges keyed by one path segment. An event key that
+//!   holds dots is followed segment by segment, which gives aws/event-ruler's
+//!   nested/dotted key equivalence without building path strings per event.
 //! * A node that rules test directly owns a [`FieldIndex`]: hash maps for
 //!   exact strings, numbers and folded strings, hash-of-prefix/suffix maps
 //!   probed once per distinct operand length, and short lists for the
@@ -122,8 +121,14 @@ impl PathNode {
             return;
         }
         self.edges.push((key.into(), to));
-        if self.edges.len() > EDGE_MAP_THRESHOLD {
-            self.edge_map = Some(self.edges.iter().cloned().collect());
+        match &mut self.edge_map {
+            Some(map) => {
+                map.insert(key.into(), to);
+            }
+            None if self.edges.len() > EDGE_MAP_THRESHOLD => {
+                self.edge_map = Some(self.edges.iter().cloned().collect());
+            }
+            None => {}
         }
     }
 
@@ -751,18 +756,34 @@ impl Matcher {
             self.nodes[id as usize].refs += 1;
             ids.push(id);
         }
-        // Edge from boundary i to boundary j carries the key text between them.
-        let starts: Vec<usize> = std::iter::once(0)
-            .chain(bounds.iter().map(|b| b.len() + 1))
-            .collect();
-        for i in 0..ids.len() {
-            for j in i + 1..ids.len() {
-                let key = &path[starts[i]..bounds[j - 1].len()];
-                let to = ids[j];
-                self.nodes[ids[i] as usize].add_edge(key.as_bytes(), to);
-            }
+        // Edges only join consecutive boundaries and carry one segment (no
+        // dot); an event key with dots is walked segment by segment
+        // (`Matcher::child`). Edges for every dotted spelling would be
+        // quadratic in the path length.
+        let segments: Vec<&str> = path.split('.').collect();
+        for (k, segment) in segments.iter().enumerate() {
+            let to = ids[k + 1];
+            self.nodes[ids[k] as usize].add_edge(segment.as_bytes(), to);
         }
         ids[ids.len() - 1]
+    }
+
+    /// The node reached from `node` by event key `key`: one edge, or when
+    /// the key holds dots, one edge per dot-separated segment.
+    #[inline]
+    fn child(&self, node: u32, key: &[u8]) -> Option<u32> {
+        let n = &self.nodes[node as usize];
+        if let Some(c) = n.child(key) {
+            return Some(c);
+        }
+        if !key.contains(&b'.') {
+            return None;
+        }
+        let mut at = node;
+        for segment in key.split(|&b| b == b'.') {
+            at = self.nodes[at as usize].child(segment)?;
+        }
+        Some(at)
     }
 
     fn release_path(&mut self, path: &str) {
@@ -779,9 +800,8 @@ impl Matcher {
             let node = &mut self.nodes[id as usize];
             node.refs -= 1;
             if node.refs == 0 {
-                for &from in &ids[..=k] {
-                    self.nodes[from as usize].remove_edges_to(id);
-                }
+                let parent = ids[k];
+                self.nodes[parent as usize].remove_edges_to(id);
                 self.nodes[id as usize] = PathNode::default();
                 self.node_by_path.remove(*b);
                 self.free_nodes.push(id);
@@ -883,7 +903,7 @@ impl Matcher {
                 s: scratch,
             };
             for (k, v) in map {
-                if let Some(child) = self.nodes[0].child(k.as_bytes()) {
+                if let Some(child) = self.child(0, k.as_bytes()) {
                     w.value_tree(child, v);
                 }
             }
@@ -1048,18 +1068,17 @@ impl JsonWalk<'_, '_> {
                 return Err(c.err("expected an object key"));
             }
             let (ks, ke, escaped) = c.string_span()?;
-            let parent = &self.m.nodes[node as usize];
             let child = if escaped {
                 let mut buf = std::mem::take(&mut self.s.key_buf);
                 unescape(&c.b[ks..ke], &mut buf).map_err(|r| EventError::InvalidJson {
                     offset: ks,
                     reason: r,
                 })?;
-                let child = parent.child(&buf);
+                let child = self.m.child(node, &buf);
                 self.s.key_buf = buf;
                 child
             } else {
-                parent.child(&c.b[ks..ke])
+                self.m.child(node, &c.b[ks..ke])
             };
             c.expect(b':', "expected ':'")?;
             c.ws();
@@ -1170,7 +1189,7 @@ impl JsonWalk<'_, '_> {
             Value::Object(map) => {
                 if n.has_children() {
                     for (k, v) in map {
-                        if let Some(child) = n.child(k.as_bytes()) {
+                        if let Some(child) = self.m.child(node, k.as_bytes()) {
                             self.value_tree(child, v);
                         }
                     }

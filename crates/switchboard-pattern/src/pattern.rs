@@ -145,7 +145,7 @@ impl Pattern {
             ));
         };
         let mut parser = Parser { limits, stars: 0 };
-        let branches = parser.object(map, "")?;
+        let branches = parser.object(map, None)?;
         Ok(Self { branches })
     }
 
@@ -172,11 +172,12 @@ struct Parser<'l> {
     stars: usize,
 }
 
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
+/// The path of `key` under `prefix`; `None` is the top level, which differs
+/// from the path `""` of a field named by the empty string.
+fn join(prefix: Option<&str>, key: &str) -> String {
+    match prefix {
+        None => key.to_owned(),
+        Some(p) => format!("{p}.{key}"),
     }
 }
 
@@ -199,7 +200,7 @@ impl Parser<'_> {
     fn object(
         &mut self,
         map: &Map<String, Value>,
-        prefix: &str,
+        prefix: Option<&str>,
     ) -> Result<Vec<Branch>, PatternError> {
         let mut dnf = vec![Branch::default()];
         for (key, value) in map {
@@ -218,6 +219,11 @@ impl Parser<'_> {
                     let d = self.object(alt_map, prefix)?;
                     alt_total = alt_total.saturating_add(d.len());
                     alt_dnfs.push(d);
+                    // Checked per alternative so an oversized `$or` fails
+                    // before all of it is expanded.
+                    if dnf.len().saturating_mul(alt_total) > self.limits.max_or_combinations {
+                        break;
+                    }
                 }
                 let total = dnf.len().saturating_mul(alt_total);
                 if total > self.limits.max_or_combinations {
@@ -243,7 +249,7 @@ impl Parser<'_> {
             let path = join(prefix, key);
             match value {
                 Value::Object(inner) => {
-                    let sub = self.object(inner, &path)?;
+                    let sub = self.object(inner, Some(&path))?;
                     let total = dnf.len().saturating_mul(sub.len());
                     if total > self.limits.max_or_combinations {
                         return Err(err(

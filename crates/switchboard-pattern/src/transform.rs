@@ -1,19 +1,7 @@
 //! Target input: `Input`, `InputPath` and `InputTransformer`, as EventBridge
 //! applies them to a matched event.
 //!
-//! # Choices where the AWS documentation is silent
-//!
-//! * A JSONPath that selects nothing leaves its variable undefined. In a JSON
-//!   template an unquoted undefined variable renders as `null` and a quoted
-//!   one as an empty string; in a plain-text template it renders as nothing.
-//!   An `InputPath` that selects nothing yields `null`.
-//! * Variables inside a JSON string are escaped so the output is always valid
-//!   JSON (EventBridge documents that it does not escape and may produce
-//!   invalid JSON). JSON output is minified, as EventBridge does.
-//! * A path with `*` yields an array of everything it selects.
-//! * `<name>` where `name` looks like a variable (`[A-Za-z0-9_.-]+`) but is
-//!   neither a key of `InputPathsMap` nor a reserved variable is rejected
-//!   when the transformer is built; other `<` characters are literal text.
+//! See [`TargetInput`] for the choices made where AWS is silent.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +46,20 @@ pub struct TransformContext<'a> {
 }
 
 /// What a target receives for a matched event.
+///
+/// # Choices where the AWS documentation is silent
+///
+/// * A JSONPath that selects nothing leaves its variable undefined. In a JSON
+///   template an unquoted undefined variable renders as `null` and a quoted
+///   one as an empty string; in a plain-text template it renders as nothing.
+///   An `InputPath` that selects nothing yields `null`.
+/// * Variables inside a JSON string are escaped so the output is always valid
+///   JSON (EventBridge documents that it does not escape and may produce
+///   invalid JSON). JSON output is minified, as EventBridge does.
+/// * A path with `*` yields an array of everything it selects.
+/// * `<name>` where `name` looks like a variable (`[A-Za-z0-9_.-]+`) but is
+///   neither a key of `InputPathsMap` nor a reserved variable is rejected
+///   when the transformer is built; other `<` characters are literal text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetInput {
     /// The whole event (no input configuration).
@@ -234,6 +236,12 @@ impl JsonPath {
 }
 
 /// A validated input transformer.
+///
+/// A template that parses as JSON once placeholders hold values is a JSON
+/// template: unquoted placeholders become JSON values (strings quoted,
+/// missing paths `null`), quoted ones are escaped into the string, and the
+/// output is minified. Any other template is plain text with values inserted
+/// raw. Missing paths: see the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputTransformer {
     paths: BTreeMap<String, JsonPath>,

@@ -601,3 +601,63 @@ fn invalid_events() {
     );
     assert!(m.matches_value(&serde_json::json!([1])).is_empty());
 }
+
+#[test]
+fn types_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Matcher>();
+    assert_send_sync::<Pattern>();
+    assert_send_sync::<switchboard_pattern::TargetInput>();
+}
+
+#[test]
+fn oversized_or_fails_fast() {
+    // 40 alternatives of 40 combinations each would be 1,600 > 1,000.
+    let inner: Vec<String> = (0..40).map(|i| format!(r#"{{"b":[{i}]}}"#)).collect();
+    let inner = format!(r#"{{"x":{{"$or":[{}]}}}}"#, inner.join(","));
+    let outer: Vec<String> = (0..40).map(|_| inner.clone()).collect();
+    let text = format!(r#"{{"$or":[{}]}}"#, outer.join(","));
+    let limits = Limits {
+        max_pattern_chars: usize::MAX,
+        ..Limits::default()
+    };
+    // The size ceiling (4096) trips first on the full text...
+    assert!(Pattern::parse(&text, &limits).is_err());
+    // ...and the combination limit on the parsed value.
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let err = Pattern::from_value(&value, &limits).unwrap_err();
+    assert_eq!(err.kind(), switchboard_pattern::PatternErrorKind::TooManyCombinations);
+}
+
+/// Found by the `pattern_parse` fuzz target: a key with ~200 dots took 10 s
+/// to add, because every dotted spelling of the path got its own edge.
+#[test]
+fn long_dotted_keys_are_cheap() {
+    let key = "a.".repeat(300) + "z";
+    let pattern = format!(r#"{{"{key}":["v"]}}"#);
+    let limits = Limits {
+        max_pattern_chars: 4096,
+        ..Limits::default()
+    };
+    let p = Pattern::parse(&pattern, &limits).unwrap();
+    let start = std::time::Instant::now();
+    let mut m = Matcher::new();
+    m.add_rule("r", &p);
+    let event = format!(r#"{{"{key}":"v"}}"#);
+    assert_eq!(m.matches_json(event.as_bytes()).unwrap(), vec!["r"]);
+    let nested = "{\"a\":".repeat(300) + "{\"z\":\"v\"}" + &"}".repeat(300);
+    assert_eq!(m.matches_json(nested.as_bytes()).unwrap(), vec!["r"]);
+    assert!(m.remove_rule("r"));
+    // Generous bound for debug builds on a shared machine; it took 10 s before.
+    assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+}
+
+/// Found by the `pattern_match` fuzz target: nested empty keys were joined
+/// into the path "" instead of ".", so `{"":{"":[1]}}` never matched.
+#[test]
+fn nested_empty_keys() {
+    check(r#"{"":{"":[1]}}"#, r#"{"":{"":1}}"#, true);
+    check(r#"{"":{"":[1]}}"#, r#"{"":1}"#, false);
+    check(r#"{".":[1]}"#, r#"{"":{"":1}}"#, true);
+    check(r#"{"":[1]}"#, r#"{"":{"":1}}"#, false);
+}

@@ -54,8 +54,12 @@ pub enum ConfigError {
         /// The configured name.
         header: String,
     },
-    /// `sign` was given a Standard Webhooks message id that is empty or contains `.`.
-    #[error("message id must be non-empty and contain no `.` (Standard Webhooks)")]
+    /// `sign` was given a Standard Webhooks message id that is empty, contains `.` or a control
+    /// character, or starts or ends with whitespace (which `verify` would strip).
+    #[error(
+        "message id must be non-empty, without `.`, control characters or surrounding whitespace \
+         (Standard Webhooks)"
+    )]
     InvalidMessageId,
     /// `sign` was given a negative Unix time.
     #[error("timestamp {0} is negative")]

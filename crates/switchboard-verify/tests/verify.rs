@@ -507,6 +507,32 @@ fn config_errors() {
     );
 }
 
+// See: fuzz/artifacts/verify_normalize (RELIABILITY-fuzz.md, finding verify_normalize-1): `sign`
+// accepted the id " ", and `verify`, which strips the whitespace HTTP strips, refused what `sign`
+// produced. Padded ids ("a ") failed the same way with a signature mismatch.
+#[test]
+fn fuzz_verify_normalize_1_sign_refuses_ids_verify_reads_differently() {
+    let v = verifier(Scheme::standard_webhooks(), &[SW_SECRET]);
+    let check = |id: &str, accepted: bool| {
+        let signed = sign(&Scheme::standard_webhooks(), SW_SECRET, b"{}", id, SW_TS);
+        if accepted {
+            let headers = signed.unwrap_or_else(|e| panic!("{id:?} refused: {e}"));
+            let ok = v.verify(&headers, b"{}", SW_TS);
+            assert_eq!(ok.map(|v| v.delivery_id), Ok(Some(id.to_owned())), "{id:?}");
+        } else {
+            assert_eq!(signed, Err(ConfigError::InvalidMessageId), "{id:?}");
+        }
+    };
+    for id in [
+        " ", " a", "a ", "\ta", "a\n", "a\r", "a\nb", "a\0b", "a\u{7f}",
+    ] {
+        check(id, false);
+    }
+    for id in ["a", "a b", "a\tb", "msg_ü", "msg_1"] {
+        check(id, true);
+    }
+}
+
 #[test]
 fn secrets_and_expected_macs_never_leak() {
     let secret = "super-secret-value-1234";

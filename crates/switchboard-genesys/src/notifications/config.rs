@@ -50,6 +50,11 @@ pub struct NotificationConfig {
     /// Page size for the users/queues listings.
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
+    /// Re-expand `{user}` / `{queue}` templates this often, so new agents and queues are
+    /// picked up; shards whose topic list changed roll over to a new channel (with overlap).
+    /// `"0s"` turns it off. Only used when a template is configured.
+    #[serde(default = "defaults::refresh_topics", with = "dur")]
+    pub refresh_topics_every: Duration,
     /// Timeout for opening a WebSocket.
     #[serde(default = "defaults::connect_timeout", with = "dur")]
     pub connect_timeout: Duration,
@@ -107,6 +112,9 @@ mod defaults {
     pub fn page_size() -> u32 {
         100
     }
+    pub fn refresh_topics() -> Duration {
+        Duration::from_secs(900)
+    }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(15)
     }
@@ -129,6 +137,7 @@ impl NotificationConfig {
             buffer: defaults::buffer(),
             sink_concurrency: defaults::sink_concurrency(),
             page_size: defaults::page_size(),
+            refresh_topics_every: defaults::refresh_topics(),
             connect_timeout: defaults::connect_timeout(),
         }
     }

@@ -158,8 +158,10 @@ impl ConnTask {
                 }
                 Some(Ok(Message::Text(t))) => t,
                 Some(Ok(_)) => {
+                    // Any frame proves the socket alive, not only our pong.
                     last_rx = Instant::now();
                     *last_rx_utc = OffsetDateTime::now_utc();
+                    ping_sent = None;
                     continue;
                 }
             };
@@ -222,6 +224,11 @@ mod tests {
             Frame::Metadata,
         );
         check(include_str!("../../tests/data/pong.json"), Frame::Metadata);
+        let routing = include_str!("../../tests/data/user-routing-status.json");
+        check(
+            routing,
+            Frame::Event(serde_json::from_str(routing).unwrap()),
+        );
         let presence = include_str!("../../tests/data/user-presence.json");
         check(
             presence,

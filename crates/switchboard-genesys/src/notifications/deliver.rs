@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventSink, NotificationConfig, Shared};
+use super::{EventSink, Loss, NotificationConfig, Shared};
 
 /// Drains the event queue into the sink; see the module docs for the retry and loss rules.
 pub(super) async fn deliver(
@@ -60,7 +60,12 @@ pub(super) async fn deliver(
                                 error = %e.message,
                                 "Genesys notification LOST: the sink did not accept it and the WebSocket cannot redeliver"
                             );
-                            shared.bump();
+                            shared.record_loss(Loss {
+                                topic: topic.to_string(),
+                                correlation_id: correlation_id.to_string(),
+                                at: time::OffsetDateTime::now_utc(),
+                                error: e.message.clone(),
+                            });
                             return;
                         }
                     }

@@ -8,6 +8,9 @@
 //! connect, reconnect, replace, roll over. Each WebSocket is read by its own *connection task*,
 //! which answers nothing but pings, watches heartbeats, and forwards every event into one
 //! bounded queue. One *delivery task* drains that queue into the gateway's [`EventSink`].
+//! Every `refresh_topics_every` the supervisor re-expands the templates and re-spreads the
+//! topics with minimal churn ([`reshard`]); a shard whose list changed rolls over to a new
+//! channel, with the same overlap as an expiry rollover.
 //!
 //! # Example
 //! ```no_run
@@ -69,9 +72,23 @@
 //!   closed, so the overlap may deliver duplicates (the gateway deduplicates on `topicName` +
 //!   `metadata.CorrelationId`) but no hole.
 //! - A *gap* is time during which a shard had no live socket after having had one. Every gap
-//!   is recorded with its start (the last frame received on the lost socket) and end (the next
-//!   socket up), available from [`Handle::gaps`] and as metrics.
+//!   is recorded with its start (the last frame received on the lost socket, so it errs on
+//!   the side of too long) and end (the next socket up), available from
+//!   [`SourceView::gaps`] and as metrics. Losses separated by less than
+//!   `reconnect_backoff_max` of live time are merged into one gap. The one loss that is not a
+//!   gap: a socket that announced `v2.system.socket_closing` and closes while its replacement
+//!   on the same channel is opening (Genesys closes it *because* the replacement connects).
+//! - Rejected topics (`state: Rejected` in the subscription answer) are not gaps: they are
+//!   reported by [`SourceView::rejected_topics`] and never delivered.
 //! - `channel.metadata` (heartbeat, pong) and `v2.system.*` messages never reach the sink.
+//!
+//! # Metrics
+//! `switchboard_genesys_events_total`, `switchboard_genesys_events_lost_total`,
+//! `switchboard_genesys_gaps_total{shard}`, `switchboard_genesys_gap_open{shard}` (gauge, 1
+//! while open), `switchboard_genesys_gap_seconds` (histogram),
+//! `switchboard_genesys_gap_seconds_total`, `switchboard_genesys_sockets_live{shard}`,
+//! `switchboard_genesys_channels_created_total`, `switchboard_genesys_topics_rejected_total`;
+//! the client adds `switchboard_genesys_api_responses_total{status}`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,7 +113,7 @@ mod shard;
 mod topics;
 
 pub use config::NotificationConfig;
-pub use topics::{expand_topics, shard_topics};
+pub use topics::{expand_topics, reshard, shard_topics};
 
 use shard::Shard;
 
@@ -225,6 +242,24 @@ struct Counters {
     malformed: AtomicU64,
 }
 
+/// An event read from a socket that the sink never accepted. The WebSocket cannot redeliver
+/// it: backfill from the Analytics API if it matters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loss {
+    /// `topicName` of the event.
+    pub topic: String,
+    /// `metadata.CorrelationId` of the event (empty when absent).
+    pub correlation_id: String,
+    /// When it was given up.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The sink's last error.
+    pub error: String,
+}
+
+/// Losses kept in memory (the counter in [`SourceStats::lost`] counts them all).
+const MAX_LOSSES: usize = 1_000;
+
 /// Gaps kept in memory; the oldest closed gaps are dropped beyond this.
 const MAX_GAPS: usize = 10_000;
 
@@ -232,6 +267,7 @@ const MAX_GAPS: usize = 10_000;
 struct Shared {
     counters: Counters,
     gaps: Mutex<VecDeque<Gap>>,
+    losses: Mutex<VecDeque<Loss>>,
     channels: Mutex<Vec<Vec<ChannelInfo>>>,
     rejected: Mutex<Vec<Vec<RejectedTopic>>>,
     failure: Mutex<Option<String>>,
@@ -246,6 +282,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn record_loss(&self, loss: Loss) {
+        let mut losses = lock(&self.losses);
+        if losses.len() == MAX_LOSSES {
+            losses.pop_front();
+        }
+        losses.push_back(loss);
+        drop(losses);
+        self.bump();
+    }
+
     fn bump(&self) {
         if let Some(v) = &self.version {
             v.send_modify(|n| *n += 1);
@@ -359,7 +405,7 @@ pub struct NotificationSource;
 
 impl NotificationSource {
     /// Starts the source in the background and returns at once. Expansion or sharding errors
-    /// (for example [`Error::TooManyTopics`]) end the source; read them from [`Handle::failure`]
+    /// (for example [`Error::TooManyTopics`]) end the source; read them from [`SourceView::failure`]
     /// or [`Handle::join`]. Call [`expand_topics`] + [`shard_topics`] first to fail early.
     pub fn spawn(
         client: Client,
@@ -374,24 +420,69 @@ impl NotificationSource {
         });
         let task = tokio::spawn(supervise(client, config, sink, cancel, shared.clone()));
         Handle {
-            shared,
-            version: version_rx,
+            view: SourceView {
+                shared,
+                version: version_rx,
+            },
             task: Some(task),
         }
     }
 }
 
-/// A running source.
+/// A running source: its [`SourceView`] (through `Deref`) plus [`Handle::join`].
 pub struct Handle {
-    shared: Arc<Shared>,
-    version: watch::Receiver<u64>,
+    view: SourceView,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
+impl std::ops::Deref for Handle {
+    type Target = SourceView;
+
+    fn deref(&self) -> &SourceView {
+        &self.view
+    }
+}
+
+impl std::ops::DerefMut for Handle {
+    fn deref_mut(&mut self) -> &mut SourceView {
+        &mut self.view
+    }
+}
+
 impl Handle {
+    /// A cheap, cloneable read-only view for status pages (admin API, `switchboard genesys
+    /// gaps|channels`) while the handle itself waits in shutdown code.
+    pub fn view(&self) -> SourceView {
+        self.view.clone()
+    }
+
+    /// Waits for the source to finish (after cancellation, or a startup failure).
+    pub async fn join(mut self) -> Result<()> {
+        match self.task.take() {
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| Err(Error::Config(format!("notification source task: {e}")))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Read-only state of a running source.
+#[derive(Clone)]
+pub struct SourceView {
+    shared: Arc<Shared>,
+    version: watch::Receiver<u64>,
+}
+
+impl SourceView {
     /// Every recorded gap, oldest first (open ones have `end == None`).
     pub fn gaps(&self) -> Vec<Gap> {
         lock(&self.shared.gaps).iter().cloned().collect()
+    }
+
+    /// The most recent events the sink never accepted (at most 1,000), oldest first.
+    pub fn losses(&self) -> Vec<Loss> {
+        lock(&self.shared.losses).iter().cloned().collect()
     }
 
     /// Channels held now, by shard.
@@ -443,7 +534,7 @@ impl Handle {
     pub async fn wait_for(
         &mut self,
         timeout: Duration,
-        mut predicate: impl FnMut(&Handle) -> bool,
+        mut predicate: impl FnMut(&SourceView) -> bool,
     ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -455,16 +546,6 @@ impl Handle {
                 Ok(Err(_)) => return predicate(self),
                 Err(_) => return predicate(self),
             }
-        }
-    }
-
-    /// Waits for the source to finish (after cancellation, or a startup failure).
-    pub async fn join(mut self) -> Result<()> {
-        match self.task.take() {
-            Some(t) => t
-                .await
-                .unwrap_or_else(|e| Err(Error::Config(format!("notification source task: {e}")))),
-            None => Ok(()),
         }
     }
 }
@@ -519,10 +600,14 @@ async fn run(
     ));
     let rollover_gate = Arc::new(Semaphore::new(1));
     let mut tasks = Vec::new();
-    for (index, topics) in shards.into_iter().enumerate() {
+    let mut senders: Vec<watch::Sender<Arc<[String]>>> = Vec::new();
+    let spawn_shard = |index: usize, topics: Vec<String>| {
+        let topics: Arc<[String]> = topics.into();
+        let (tx, rx) = watch::channel(topics.clone());
         let shard = Shard {
             index,
-            topics: topics.into(),
+            topics,
+            topics_rx: rx,
             client: client.clone(),
             config: config.clone(),
             shared: shared.clone(),
@@ -530,7 +615,53 @@ async fn run(
             cancel: cancel.clone(),
             rollover_gate: rollover_gate.clone(),
         };
-        tasks.push(tokio::spawn(shard.run()));
+        (tx, tokio::spawn(shard.run()))
+    };
+    let mut current = shards.clone();
+    for (index, topics) in shards.into_iter().enumerate() {
+        let (tx, task) = spawn_shard(index, topics);
+        senders.push(tx);
+        tasks.push(task);
+    }
+    let templated = config.topics.iter().any(|t| t.contains('{'));
+    if templated && !config.refresh_topics_every.is_zero() {
+        let mut tick = tokio::time::interval(config.refresh_topics_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let topics = tokio::select! {
+                t = expand_topics(&client, &config.topics, config.page_size) => t,
+                () = cancel.cancelled() => break,
+            };
+            let next = match topics.and_then(|t| reshard(&current, &t, &config)) {
+                Ok(next) => next,
+                Err(e) => {
+                    // Keep the current subscriptions: a failed refresh is not an outage.
+                    tracing::warn!(error = %e, "Genesys topic refresh failed; keeping the current topics");
+                    continue;
+                }
+            };
+            for (index, topics) in next.iter().enumerate() {
+                if current.get(index) == Some(topics) {
+                    continue;
+                }
+                if let Some(tx) = senders.get(index) {
+                    tx.send_replace(topics.clone().into());
+                } else {
+                    lock(&shared.channels).push(Vec::new());
+                    lock(&shared.rejected).push(Vec::new());
+                    *lock(&shared.shards) = index + 1;
+                    let (tx, task) = spawn_shard(index, topics.clone());
+                    senders.push(tx);
+                    tasks.push(task);
+                }
+            }
+            current = next;
+        }
     }
     // The delivery task ends when the last sender is gone: the shards' and their sockets'.
     drop(events_tx);

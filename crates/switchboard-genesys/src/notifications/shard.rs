@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 /// One channel as created by Genesys.
 #[derive(Debug)]
 pub(super) struct Channel {
+    /// The topic list it was subscribed with.
+    pub(super) topics: Arc<[String]>,
     pub(super) id: String,
     pub(super) connect_uri: String,
     pub(super) expires: Option<OffsetDateTime>,
@@ -88,7 +90,10 @@ pub(super) struct Conn {
 
 pub(super) struct Shard {
     pub(super) index: usize,
+    /// The topics this shard should have; replaced when templates are re-expanded.
     pub(super) topics: Arc<[String]>,
+    /// New topic lists from the supervisor.
+    pub(super) topics_rx: watch::Receiver<Arc<[String]>>,
     pub(super) client: Client,
     pub(super) config: Arc<NotificationConfig>,
     pub(super) shared: Arc<Shared>,
@@ -109,7 +114,7 @@ impl Shard {
         capped.mul_f64(rand::random_range(0.8..=1.0))
     }
 
-    pub(super) async fn run(self) {
+    pub(super) async fn run(mut self) {
         let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<ConnEvent>();
         let mut conns: Vec<Conn> = Vec::new();
         let mut current: Option<Arc<Channel>> = None;
@@ -133,11 +138,19 @@ impl Shard {
 
         loop {
             let roll_at = match (&current, &rollover_permit) {
+                // A channel subscribed to an outdated topic list is rolled over now.
+                (Some(ch), None) if !Arc::ptr_eq(&ch.topics, &self.topics) => {
+                    roll_retry_at.unwrap_or_else(Instant::now)
+                }
                 (Some(ch), None) => roll_retry_at.unwrap_or(ch.roll_at),
                 _ => far,
             };
             tokio::select! {
                 () = self.cancel.cancelled() => break,
+                Ok(()) = self.topics_rx.changed() => {
+                    self.topics = self.topics_rx.borrow_and_update().clone();
+                    tracing::info!(shard = self.index, topics = self.topics.len(), "Genesys topic list changed");
+                }
                 () = tokio::time::sleep_until(new_channel_at.unwrap_or(far)), if new_channel_at.is_some() => {
                     new_channel_at = None;
                     let established = tokio::select! {
@@ -330,7 +343,7 @@ impl Shard {
                     channel_id: ch.id.clone(),
                     connect_uri: ch.connect_uri.clone(),
                     expires: ch.expires,
-                    topics: self.topics.len(),
+                    topics: ch.topics.len(),
                     permitted: ch.permitted,
                     rejected: ch.rejected.len(),
                     connected,
@@ -396,7 +409,8 @@ impl Shard {
             .channels_created
             .fetch_add(1, Ordering::Relaxed);
         metrics::counter!("switchboard_genesys_channels_created_total").increment(1);
-        let body = Value::Array(self.topics.iter().map(|t| json!({"id": t})).collect());
+        let topics = self.topics.clone();
+        let body = Value::Array(topics.iter().map(|t| json!({"id": t})).collect());
         let path = format!(
             "/api/v2/notifications/channels/{}/subscriptions",
             created.id
@@ -460,7 +474,8 @@ impl Shard {
             connect_uri: created.connect_uri,
             expires,
             roll_at: Instant::now() + roll_in,
-            permitted: self.topics.len() - rejected.len().min(self.topics.len()),
+            permitted: topics.len() - rejected.len().min(topics.len()),
+            topics,
             rejected,
         }))
     }

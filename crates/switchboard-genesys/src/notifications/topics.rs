@@ -95,6 +95,40 @@ pub async fn expand_topics(
     Ok(out.into_iter().collect())
 }
 
+/// Re-spreads a new topic list over existing shards with as little churn as possible: a
+/// topic that stays keeps its shard, a vanished topic is removed, a new topic goes to the
+/// first shard with room, and new shards are added only when all are full. Shards whose list
+/// is unchanged are not touched (so their channels are not rolled over).
+pub fn reshard(
+    current: &[Vec<String>],
+    topics: &[String],
+    config: &NotificationConfig,
+) -> Result<Vec<Vec<String>>> {
+    let wanted: BTreeSet<&String> = topics.iter().collect();
+    let mut out: Vec<Vec<String>> = current
+        .iter()
+        .map(|s| s.iter().filter(|t| wanted.contains(t)).cloned().collect())
+        .collect();
+    let placed: BTreeSet<String> = out.iter().flatten().cloned().collect();
+    let per_channel = config.max_topics_per_channel;
+    let max_channels = config.max_channels.saturating_sub(1);
+    for t in topics.iter().filter(|t| !placed.contains(*t)) {
+        match out.iter().position(|s| s.len() < per_channel) {
+            Some(i) => out[i].push(t.clone()),
+            None if out.len() < max_channels => out.push(vec![t.clone()]),
+            None => {
+                return Err(Error::TooManyTopics {
+                    topics: topics.len(),
+                    needed: topics.len().div_ceil(per_channel),
+                    per_channel,
+                    max_channels,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Splits concrete topics over channels, or explains why they do not fit.
 pub fn shard_topics(topics: &[String], config: &NotificationConfig) -> Result<Vec<Vec<String>>> {
     config.validate()?;
@@ -170,6 +204,31 @@ mod tests {
         check("v2.users.{user}.{queue}", Err("only one"));
         check("v2.users.{user.x", Err("unbalanced"));
         check("v2.users.user}.x", Err("unbalanced"));
+    }
+
+    #[test]
+    fn reshard_moves_as_little_as_possible() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut cfg = NotificationConfig::new(vec!["x".into()]);
+        cfg.max_topics_per_channel = 2;
+        cfg.max_channels = 4; // three shards, one kept free
+        let current = vec![t(&["a", "b"]), t(&["c"])];
+        let check = |topics: &[&str], expected: Option<Vec<Vec<String>>>| {
+            let got = reshard(&current, &t(topics), &cfg).ok();
+            assert_eq!(got, expected, "{topics:?}");
+        };
+        check(&["a", "b", "c"], Some(vec![t(&["a", "b"]), t(&["c"])]));
+        check(
+            &["a", "b", "c", "d"],
+            Some(vec![t(&["a", "b"]), t(&["c", "d"])]),
+        );
+        check(&["b", "c", "d"], Some(vec![t(&["b", "d"]), t(&["c"])]));
+        check(
+            &["a", "b", "c", "d", "e"],
+            Some(vec![t(&["a", "b"]), t(&["c", "d"]), t(&["e"])]),
+        );
+        check(&["c"], Some(vec![t(&[]), t(&["c"])]));
+        check(&["a", "b", "c", "d", "e", "f", "g"], None);
     }
 
     #[test]

@@ -168,6 +168,19 @@ impl Fake {
     pub fn users(&self) -> Vec<String> {
         self.lock().users.clone()
     }
+    /// Adds `n` users (new agents) and returns their ids.
+    pub fn add_users(&self, n: usize) -> Vec<String> {
+        let mut g = self.lock();
+        let start = g.users.len();
+        let new: Vec<String> = (start..start + n)
+            .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+            .collect();
+        g.users.extend(new.iter().cloned());
+        new
+    }
+    pub fn remove_user(&self, id: &str) {
+        self.lock().users.retain(|u| u != id);
+    }
     pub fn queues(&self) -> Vec<String> {
         self.lock().queues.clone()
     }

@@ -17,7 +17,7 @@ struct Leaf<'a> {
 
 fn flatten<'a>(
     v: &'a Value,
-    path: &str,
+    path: Option<&str>,
     trail: &mut Vec<(usize, usize)>,
     next: &mut usize,
     out: &mut Vec<Leaf<'a>>,
@@ -25,12 +25,11 @@ fn flatten<'a>(
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
+                let p = match path {
+                    None => k.clone(),
+                    Some(path) => format!("{path}.{k}"),
                 };
-                flatten(v, &p, trail, next, out);
+                flatten(v, Some(&p), trail, next, out);
             }
         }
         Value::Array(items) => {
@@ -43,7 +42,7 @@ fn flatten<'a>(
             }
         }
         leaf => out.push(Leaf {
-            path: path.to_owned(),
+            path: path.unwrap_or("").to_owned(),
             value: leaf,
             trail: trail.clone(),
         }),
@@ -64,7 +63,7 @@ const OPERATORS: &[&str] = &[
 /// (path, conditions) of one conjunction.
 type Conj<'p> = Vec<(String, &'p [Value])>;
 
-fn dnf<'p>(obj: &'p Map<String, Value>, prefix: &str) -> Vec<Conj<'p>> {
+fn dnf<'p>(obj: &'p Map<String, Value>, prefix: Option<&str>) -> Vec<Conj<'p>> {
     let mut out: Vec<Conj<'p>> = vec![Vec::new()];
     for (k, v) in obj {
         let is_or = k == "$or"
@@ -76,13 +75,12 @@ fn dnf<'p>(obj: &'p Map<String, Value>, prefix: &str) -> Vec<Conj<'p>> {
                 .flat_map(|b| dnf(b.as_object().unwrap(), prefix))
                 .collect()
         } else {
-            let p = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
+            let p = match prefix {
+                None => k.clone(),
+                Some(prefix) => format!("{prefix}.{k}"),
             };
             match v {
-                Value::Object(o) => dnf(o, &p),
+                Value::Object(o) => dnf(o, Some(&p)),
                 Value::Array(a) => vec![vec![(p, a.as_slice())]],
                 _ => panic!("invalid pattern"),
             }
@@ -261,8 +259,8 @@ pub fn matches(pattern: &Value, event: &Value) -> bool {
         return false;
     }
     let mut leaves = Vec::new();
-    flatten(event, "", &mut Vec::new(), &mut 0, &mut leaves);
-    'branch: for conj in dnf(pattern.as_object().unwrap(), "") {
+    flatten(event, None, &mut Vec::new(), &mut 0, &mut leaves);
+    'branch: for conj in dnf(pattern.as_object().unwrap(), None) {
         let mut choices = Vec::new();
         for (path, conds) in &conj {
             let here: Vec<&Leaf<'_>> = leaves.iter().filter(|l| &l.path == path).collect();
