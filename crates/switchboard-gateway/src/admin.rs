@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> AxumRouter<Arc<AppState>> {
         .route("/admin/dlq/{id}", get(get_dlq))
         .route("/admin/events/{id}", get(get_event))
         .route("/admin/audit", get(audit))
+        .route("/admin/genesys", get(genesys_sources))
         .layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -295,6 +296,29 @@ fn dead_letter_view(app: &AppState, d: &switchboard_store::DeadLetter) -> serde_
     }
     v["attributes"] = attrs;
     v
+}
+
+/// Live state of every Genesys notification source: channels, gaps (time without a live channel
+/// for a topic), losses and counters.
+async fn genesys_sources(State(app): State<Arc<AppState>>) -> Response {
+    let sources: Vec<_> = app
+        .genesys_sources
+        .get()
+        .map(|v| v.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, view)| {
+            serde_json::json!({
+                "source": name,
+                "channels": view.channels(),
+                "gaps": view.gaps(),
+                "losses": view.losses(),
+                "stats": view.stats(),
+                "failure": view.failure(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "sources": sources })).into_response()
 }
 
 fn actor(app: &AppState) -> String {

@@ -84,6 +84,9 @@ pub struct Config {
     /// Event pattern limits (AWS defaults).
     #[serde(default)]
     pub patterns: PatternLimitsConfig,
+    /// Genesys Cloud: the Platform API client (and the EventBridge integration to provision).
+    #[serde(default)]
+    pub genesys: Option<GenesysConfig>,
     /// HTTP ingest endpoints.
     #[serde(default = "default_sources")]
     pub sources: Vec<Spanned<SourceConfig>>,
@@ -109,6 +112,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             patterns: PatternLimitsConfig::default(),
+            genesys: None,
             sources: default_sources(),
             targets: vec![Spanned::new(
                 0..0,
@@ -299,19 +303,86 @@ impl Default for PatternLimitsConfig {
     }
 }
 
-/// `[[sources]]`: one HTTP ingest endpoint.
+/// `[genesys]`: one Genesys Cloud org, reached with OAuth client credentials.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesysConfig {
+    /// Region, by SDK name (`eu_west_1`) or domain (`mypurecloud.ie`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Override of the API base URL (tests, private deployments).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// Override of the login base URL.
+    #[serde(default)]
+    pub login_base_url: Option<String>,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret (prefer `client_secret_env`).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Environment variable holding the client secret.
+    #[serde(default = "default_genesys_secret_env")]
+    pub client_secret_env: String,
+    /// Client-side request budget per minute (below Genesys' per-token limit).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    /// The Amazon EventBridge integration `switchboard genesys plan|apply` manages.
+    #[serde(default)]
+    pub eventbridge: Option<switchboard_genesys::provision::EventBridgeSpec>,
+}
+
+fn default_genesys_secret_env() -> String {
+    "GENESYS_CLIENT_SECRET".into()
+}
+
+impl std::fmt::Debug for GenesysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenesysConfig")
+            .field("region", &self.region)
+            .field("client_id", &self.client_id)
+            .field("client_secret_env", &self.client_secret_env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenesysConfig {
+    /// The API client configuration, with the secret resolved from the config or environment.
+    pub fn client_config(&self) -> Result<switchboard_genesys::ClientConfig, String> {
+        let secret = secret_value(&self.client_secret, &Some(self.client_secret_env.clone()))
+            .ok_or_else(|| format!("genesys: no client secret (set {} or genesys.client_secret)", self.client_secret_env))?;
+        let region = self.region.clone().unwrap_or_else(|| "us_east_1".into());
+        let mut c = switchboard_genesys::ClientConfig::new(&region, self.client_id.clone(), secret);
+        if self.region.is_none() && self.api_base_url.is_some() {
+            c.region = None;
+        }
+        c.api_base_url = self.api_base_url.clone();
+        c.login_base_url = self.login_base_url.clone();
+        if let Some(r) = self.rate_limit {
+            c.rate_limit = r;
+        }
+        Ok(c)
+    }
+}
+
+/// `[[sources]]`: one ingest source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Name used in metrics, logs and the store.
     pub name: String,
-    /// Only `webhook` today.
+    /// `webhook` (default) or `genesys-notifications`.
     #[serde(rename = "type", default = "default_source_type")]
     pub kind: String,
-    /// URL path, e.g. `/webhooks/genesys`.
-    pub path: String,
-    /// How requests are authenticated.
-    pub auth: SourceAuth,
+    /// `webhook`: URL path, e.g. `/webhooks/genesys`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `webhook`: how requests are authenticated.
+    #[serde(default)]
+    pub auth: Option<SourceAuth>,
+    /// `genesys-notifications`: topics and channel settings (uses the `[genesys]` client).
+    #[serde(default)]
+    pub notifications: Option<switchboard_genesys::notifications::NotificationConfig>,
     /// Overrides `[dedup].window_secs` for this source.
     #[serde(default)]
     pub dedup_window_secs: Option<u64>,
@@ -319,6 +390,11 @@ pub struct SourceConfig {
     #[serde(default)]
     pub normalize: NormalizeOptions,
 }
+
+/// Source types.
+pub const SOURCE_WEBHOOK: &str = "webhook";
+/// The Genesys Notification API WebSocket source.
+pub const SOURCE_GENESYS_NOTIFICATIONS: &str = "genesys-notifications";
 
 fn default_source_type() -> String {
     "webhook".into()
@@ -329,8 +405,9 @@ impl SourceConfig {
         SourceConfig {
             name: "genesys".into(),
             kind: default_source_type(),
-            path: "/webhooks/genesys".into(),
-            auth: SourceAuth {
+            path: Some("/webhooks/genesys".into()),
+            notifications: None,
+            auth: Some(SourceAuth {
                 scheme: AuthScheme::HubSignature256,
                 secrets: Vec::new(),
                 secrets_env: Some("SWITCHBOARD_WEBHOOK_SECRET".into()),
@@ -340,7 +417,7 @@ impl SourceConfig {
                 encoding: None,
                 tolerance_secs: None,
                 generate: true,
-            },
+            }),
             dedup_window_secs: None,
             normalize: NormalizeOptions::default(),
         }
@@ -825,11 +902,14 @@ impl Config {
             let span = src.span();
             let src = src.get_ref();
             let key = |k: &str| format!("sources[{i}].{k}");
-            if src.kind != "webhook" {
+            if src.kind != SOURCE_WEBHOOK && src.kind != SOURCE_GENESYS_NOTIFICATIONS {
                 return Err(err(
                     span,
                     key("type"),
-                    format!("unknown source type {:?} (expected \"webhook\")", src.kind),
+                    format!(
+                        "unknown source type {:?} (expected \"webhook\" or \"genesys-notifications\")",
+                        src.kind
+                    ),
                 ));
             }
             if !valid_name(&src.name, 100) {
@@ -846,27 +926,50 @@ impl Config {
                     format!("duplicate source name {:?}", src.name),
                 ));
             }
-            if !src.path.starts_with('/')
-                || src.path.starts_with("/admin")
-                || RESERVED_PATHS.contains(&src.path.as_str())
+            src.normalize
+                .validate()
+                .map_err(|e| err(span.clone(), key("normalize"), e.to_string()))?;
+            if src.kind == SOURCE_GENESYS_NOTIFICATIONS {
+                let Some(n) = &src.notifications else {
+                    return Err(err(span, key("notifications"), "a genesys-notifications source needs notifications = { topics = [...] }".into()));
+                };
+                if n.topics.is_empty() {
+                    return Err(err(span, key("notifications.topics"), "must name at least one topic".into()));
+                }
+                if self.genesys.is_none() {
+                    return Err(err(span, key("type"), "a genesys-notifications source needs a [genesys] section (region, client_id, client secret)".into()));
+                }
+                if src.path.is_some() || src.auth.is_some() {
+                    return Err(err(span, key("path"), "path and auth belong to webhook sources".into()));
+                }
+                continue;
+            }
+            if src.notifications.is_some() {
+                return Err(err(span, key("notifications"), "only for type = \"genesys-notifications\"".into()));
+            }
+            let (Some(path), Some(a)) = (&src.path, &src.auth) else {
+                return Err(err(span, key("path"), "a webhook source needs path and auth".into()));
+            };
+            if !path.starts_with('/')
+                || path.starts_with("/admin")
+                || RESERVED_PATHS.contains(&path.as_str())
             {
                 return Err(err(
                     span,
                     key("path"),
                     format!(
                         "{:?} must start with / and not clash with /admin, /healthz, /readyz, /metrics",
-                        src.path
+                        path
                     ),
                 ));
             }
-            if !paths.insert(src.path.clone()) {
+            if !paths.insert(path.clone()) {
                 return Err(err(
                     span,
                     key("path"),
-                    format!("duplicate path {:?}", src.path),
+                    format!("duplicate path {path:?}"),
                 ));
             }
-            let a = &src.auth;
             let needs_header = matches!(a.scheme, AuthScheme::ApiKey);
             if needs_header && a.header.is_none() {
                 return Err(err(
@@ -886,9 +989,6 @@ impl Config {
                     "needs secrets, secrets_env or secret_files".into(),
                 ));
             }
-            src.normalize
-                .validate()
-                .map_err(|e| err(span.clone(), key("normalize"), e.to_string()))?;
             if let Some(enc) = &a.encoding
                 && enc != "base64"
                 && enc != "hex"

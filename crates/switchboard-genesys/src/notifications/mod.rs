@@ -671,3 +671,18 @@ async fn run(
     let _ = delivery.await;
     Ok(())
 }
+
+impl std::fmt::Debug for SourceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceView")
+            .field("channels", &self.channels().len())
+            .field("gaps", &self.gaps().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("view", &self.view).finish_non_exhaustive()
+    }
+}

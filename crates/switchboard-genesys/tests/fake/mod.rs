@@ -267,7 +267,11 @@ impl Fake {
     /// Writes one event for `topic` to every connected socket subscribed to it; returns how
     /// many sockets got it. The event carries a fresh `CorrelationId`, recorded.
     pub fn publish(&self, topic: &str, body: Value) -> (String, usize) {
-        let correlation = uuid::Uuid::new_v4().to_string();
+        self.publish_with(topic, body, uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Publishes with a given CorrelationId (a redelivered or overlapping event).
+    pub fn publish_with(&self, topic: &str, body: Value, correlation: String) -> (String, usize) {
         let msg = json!({"topicName": topic, "version": "2", "eventBody": body,
                          "metadata": {"CorrelationId": correlation}})
         .to_string();

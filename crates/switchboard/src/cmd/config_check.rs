@@ -39,7 +39,12 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             let loaded = Config::builtin();
             for s in &loaded.config.sources {
                 let s = s.get_ref();
-                println!("source {} POST {} ({:?})", s.name, s.path, s.auth.scheme);
+                println!(
+                    "source {} POST {} ({:?})",
+                    s.name,
+                    s.path.as_deref().unwrap_or("-"),
+                    s.auth.as_ref().map(|a| a.scheme)
+                );
             }
             for t in &loaded.config.targets {
                 println!("target {} {:?}", t.get_ref().name, t.get_ref().kind);

@@ -3,6 +3,7 @@
 mod admin_client;
 mod config_check;
 mod dlq;
+mod genesys;
 pub mod pattern;
 mod send;
 mod serve;
@@ -38,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Genesys Cloud: provision the EventBridge integration, inspect topics, channels and gaps.
+    Genesys {
+        #[command(subcommand)]
+        command: genesys::GenesysCommand,
+    },
     /// Test an event pattern against an event, like `aws events test-event-pattern`.
     TestPattern(pattern::TestPatternArgs),
     /// Apply Input / InputPath / InputTransformer to an event.
@@ -54,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Dlq { command } => dlq::run(command),
+        Command::Genesys { command } => genesys::run(command),
         Command::TestPattern(args) => pattern::test_pattern(&args),
         Command::Transform(args) => pattern::transform(&args),
         Command::Match(args) => pattern::match_events(&args),
