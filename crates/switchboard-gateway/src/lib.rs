@@ -90,7 +90,8 @@ pub struct AppState {
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
     /// Running Genesys notification sources (name, live view), for the admin API.
-    pub genesys_sources: std::sync::OnceLock<Vec<(String, switchboard_genesys::notifications::SourceView)>>,
+    pub genesys_sources:
+        std::sync::OnceLock<Vec<(String, switchboard_genesys::notifications::SourceView)>>,
 }
 
 /// Overrides from the command line.
@@ -165,12 +166,8 @@ impl Gateway {
                 genesys_specs.push(s.clone());
                 continue;
             }
-            let (rt, gen_secret) = build_source(
-                s,
-                cfg.dedup.window_secs,
-                &loaded.origin.base_dir,
-                &data_dir,
-            )?;
+            let (rt, gen_secret) =
+                build_source(s, cfg.dedup.window_secs, &loaded.origin.base_dir, &data_dir)?;
             generated.extend(gen_secret);
             sources.push(Arc::new(rt));
         }

@@ -39,6 +39,8 @@ async fn raw_target(plan: Vec<Fault>) -> (String, mpsc::UnboundedReceiver<String
             tokio::spawn(async move {
                 match fault {
                     Fault::Reset => {
+                        // A zero linger sends RST on drop and cannot block (nothing to flush).
+                        #[allow(deprecated)]
                         let _ = s.set_linger(Some(Duration::ZERO));
                         drop(s);
                     }
@@ -65,10 +67,7 @@ async fn raw_target(plan: Vec<Fault>) -> (String, mpsc::UnboundedReceiver<String
 async fn read_request_body(s: &mut tokio::net::TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    loop {
-        let Ok(n) = s.read(&mut chunk).await else {
-            break;
-        };
+    while let Ok(n) = s.read(&mut chunk).await {
         if n == 0 {
             break;
         }

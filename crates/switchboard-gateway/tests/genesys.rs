@@ -44,7 +44,13 @@ notifications = {{ topics = ["v2.users.{{user}}.presence"], rollover_before_expi
 
     // Wait until every user's topic is live.
     let deadline = Instant::now() + WAIT;
-    while fake.connected_channels().iter().map(|(_, n)| n).sum::<usize>() < 5 {
+    while fake
+        .connected_channels()
+        .iter()
+        .map(|(_, n)| n)
+        .sum::<usize>()
+        < 5
+    {
         assert!(Instant::now() < deadline, "source never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -63,7 +69,11 @@ notifications = {{ topics = ["v2.users.{{user}}.presence"], rollover_before_expi
         if n > 0 {
             // Every tenth event arrives twice (as in a rollover overlap): dedup must absorb it.
             if i % 10 == 0 {
-                fake.publish_with(&topic, serde_json::json!({"source": "PURECLOUD", "i": i}), corr.clone());
+                fake.publish_with(
+                    &topic,
+                    serde_json::json!({"source": "PURECLOUD", "i": i}),
+                    corr.clone(),
+                );
             }
             sent.push(corr);
         }
@@ -74,19 +84,34 @@ notifications = {{ topics = ["v2.users.{{user}}.presence"], rollover_before_expi
         let r = target.next_success().await;
         let env: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(env["detail-type"], "v2.users.{id}.presence");
-        let corr = env["detail"]["metadata"]["CorrelationId"].as_str().unwrap().to_string();
+        let corr = env["detail"]["metadata"]["CorrelationId"]
+            .as_str()
+            .unwrap()
+            .to_string();
         *got.entry(corr).or_default() += 1;
     }
     // Let any straggler duplicate arrive, then check none did.
-    assert!(target.nothing_within(Duration::from_millis(300)).await, "an overlap duplicate was delivered");
-    assert!(got.values().all(|&n| n == 1), "duplicates delivered: {got:?}");
-    eprintln!("{} events, {fanned_out} reached two sockets during rollover overlap", sent.len());
+    assert!(
+        target.nothing_within(Duration::from_millis(300)).await,
+        "an overlap duplicate was delivered"
+    );
+    assert!(
+        got.values().all(|&n| n == 1),
+        "duplicates delivered: {got:?}"
+    );
+    eprintln!(
+        "{} events, {fanned_out} reached two sockets during rollover overlap",
+        sent.len()
+    );
 
     // The admin API shows the live source.
     let (s, v) = gw.get("/admin/genesys").await;
     assert_eq!(s, 200);
     assert_eq!(v["sources"][0]["source"], "genesys-ws");
-    assert!(v["sources"][0]["stats"]["rollovers"].as_u64().unwrap() >= 2, "{v}");
+    assert!(
+        v["sources"][0]["stats"]["rollovers"].as_u64().unwrap() >= 2,
+        "{v}"
+    );
     assert_eq!(v["sources"][0]["stats"]["lost"], 0, "{v}");
     gw.stop().await;
 }

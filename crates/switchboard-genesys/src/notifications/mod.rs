@@ -683,6 +683,8 @@ impl std::fmt::Debug for SourceView {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("view", &self.view).finish_non_exhaustive()
+        f.debug_struct("Handle")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
     }
 }

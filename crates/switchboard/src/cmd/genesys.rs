@@ -53,13 +53,19 @@ pub enum GenesysCommand {
 }
 
 fn client(loaded: &LoadedConfig) -> anyhow::Result<switchboard_genesys::Client> {
-    let g = loaded.config.genesys.as_ref().context("the configuration has no [genesys] section")?;
+    let g = loaded
+        .config
+        .genesys
+        .as_ref()
+        .context("the configuration has no [genesys] section")?;
     let cfg = g.client_config().map_err(anyhow::Error::msg)?;
     Ok(switchboard_genesys::Client::new(cfg)?)
 }
 
 pub fn run(cmd: GenesysCommand) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cmd {
             GenesysCommand::Plan { config } => {
@@ -68,7 +74,10 @@ pub fn run(cmd: GenesysCommand) -> anyhow::Result<ExitCode> {
                 let plan = provision::plan(&client(&loaded)?, &spec).await?;
                 println!("{plan}");
             }
-            GenesysCommand::Apply { config, timeout_secs } => {
+            GenesysCommand::Apply {
+                config,
+                timeout_secs,
+            } => {
                 let loaded = Config::load(&config)?;
                 let spec = eventbridge_spec(&loaded)?;
                 let c = client(&loaded)?;
@@ -82,36 +91,52 @@ pub fn run(cmd: GenesysCommand) -> anyhow::Result<ExitCode> {
                 audit(&loaded, &entries).await?;
                 let report = result?;
                 if report.changes.is_empty() {
-                    println!("no changes: integration {} is up to date", report.integration_id);
+                    println!(
+                        "no changes: integration {} is up to date",
+                        report.integration_id
+                    );
                 } else {
                     for ch in &report.changes {
                         println!("changed: {}", serde_json::to_string(ch)?);
                     }
                 }
-                println!("reported state: {}", report.reported_state.as_deref().unwrap_or("unknown"));
+                println!(
+                    "reported state: {}",
+                    report.reported_state.as_deref().unwrap_or("unknown")
+                );
                 println!("partner event source: {}", report.partner_event_source);
                 println!("{}", report.aws_next_steps);
             }
             GenesysCommand::Whoami { config } => {
                 let me = client(&Config::load(&config)?)?.whoami().await?;
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                    "org_id": me.org_id,
-                    "org_name": me.org_name,
-                    "region": me.region,
-                    "api_base_url": me.api_base_url,
-                    "token_expires_at": me.token_expires_at.to_string(),
-                }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "org_id": me.org_id,
+                        "org_name": me.org_name,
+                        "region": me.region,
+                        "api_base_url": me.api_base_url,
+                        "token_expires_at": me.token_expires_at.to_string(),
+                    }))?
+                );
             }
             GenesysCommand::Topics { config, filter } => {
-                let topics = provision::topics(&client(&Config::load(&config)?)?, filter.as_deref()).await?;
+                let topics =
+                    provision::topics(&client(&Config::load(&config)?)?, filter.as_deref()).await?;
                 println!("{}", serde_json::to_string_pretty(&topics)?);
             }
             GenesysCommand::Channels { config } => {
-                let chans = switchboard_genesys::notifications::list_channels(&client(&Config::load(&config)?)?).await?;
+                let chans = switchboard_genesys::notifications::list_channels(&client(
+                    &Config::load(&config)?,
+                )?)
+                .await?;
                 println!("{}", serde_json::to_string_pretty(&chans)?);
             }
             GenesysCommand::Gaps { admin } => {
-                println!("{}", serde_json::to_string_pretty(&admin.get("/admin/genesys").await?)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&admin.get("/admin/genesys").await?)?
+                );
             }
         }
         Ok::<_, anyhow::Error>(())
@@ -120,7 +145,12 @@ pub fn run(cmd: GenesysCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn eventbridge_spec(loaded: &LoadedConfig) -> anyhow::Result<provision::EventBridgeSpec> {
-    match loaded.config.genesys.as_ref().and_then(|g| g.eventbridge.clone()) {
+    match loaded
+        .config
+        .genesys
+        .as_ref()
+        .and_then(|g| g.eventbridge.clone())
+    {
         Some(s) => Ok(s),
         None => bail!("the configuration has no [genesys.eventbridge] section"),
     }
