@@ -661,3 +661,12 @@ fn nested_empty_keys() {
     check(r#"{".":[1]}"#, r#"{"":{"":1}}"#, true);
     check(r#"{"":[1]}"#, r#"{"":{"":1}}"#, false);
 }
+
+/// Found by the `pattern_match` fuzz target (a reference-interpreter bug:
+/// it shifted a u128 by 128 for `/0`); the engine was right.
+#[test]
+fn cidr_zero_prefix_matches_the_whole_family() {
+    check(r#"{"ip":[{"cidr":"2001:db8::/00"}]}"#, r#"{"ip":"2001:0db8::1"}"#, true);
+    check(r#"{"ip":[{"cidr":"0.0.0.0/0"}]}"#, r#"{"ip":"192.0.2.1"}"#, true);
+    check(r#"{"ip":[{"cidr":"0.0.0.0/0"}]}"#, r#"{"ip":"::1"}"#, false);
+}

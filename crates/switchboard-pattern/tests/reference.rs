@@ -42,7 +42,7 @@ fn leaf() -> impl Strategy<Value = Value> {
 }
 
 fn key() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["a", "b", "c", "a.b"]).prop_map(str::to_owned)
+    prop::sample::select(vec!["a", "b", "c", "a.b", ""]).prop_map(str::to_owned)
 }
 
 fn event_value() -> impl Strategy<Value = Value> {
@@ -96,7 +96,7 @@ fn condition() -> impl Strategy<Value = Value> {
             .prop_map(|(op, n)| json!({"numeric": [op, n]})),
         1 => (number(), number()).prop_map(|(a, b)| json!({"numeric": [">=", a, "<", b]})),
         1 => any::<bool>().prop_map(|b| json!({"exists": b})),
-        1 => prop::sample::select(vec!["10.0.0.0/8", "10.0.0.0/16", "2001:db8::/32"])
+        1 => prop::sample::select(vec!["10.0.0.0/8", "10.0.0.0/16", "2001:db8::/32", "0.0.0.0/0", "::/0"])
             .prop_map(|c| json!({"cidr": c})),
     ]
 }

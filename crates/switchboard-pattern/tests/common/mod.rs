@@ -153,7 +153,8 @@ fn cidr(net: &str, s: &str) -> bool {
     }
     let width = if v6 { 128 } else { 32 };
     let shift = width - bits;
-    (n >> shift) == (x >> shift)
+    // `/0` shifts by the full width: everything in the family matches.
+    n.checked_shr(shift).unwrap_or(0) == x.checked_shr(shift).unwrap_or(0)
 }
 
 fn numeric(args: &[Value], x: f64) -> bool {
