@@ -626,7 +626,10 @@ fn oversized_or_fails_fast() {
     // ...and the combination limit on the parsed value.
     let value: Value = serde_json::from_str(&text).unwrap();
     let err = Pattern::from_value(&value, &limits).unwrap_err();
-    assert_eq!(err.kind(), switchboard_pattern::PatternErrorKind::TooManyCombinations);
+    assert_eq!(
+        err.kind(),
+        switchboard_pattern::PatternErrorKind::TooManyCombinations
+    );
 }
 
 /// Found by the `pattern_parse` fuzz target: a key with ~200 dots took 10 s
@@ -649,7 +652,11 @@ fn long_dotted_keys_are_cheap() {
     assert_eq!(m.matches_json(nested.as_bytes()).unwrap(), vec!["r"]);
     assert!(m.remove_rule("r"));
     // Generous bound for debug builds on a shared machine; it took 10 s before.
-    assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// Found by the `pattern_match` fuzz target: nested empty keys were joined
@@ -666,7 +673,15 @@ fn nested_empty_keys() {
 /// it shifted a u128 by 128 for `/0`); the engine was right.
 #[test]
 fn cidr_zero_prefix_matches_the_whole_family() {
-    check(r#"{"ip":[{"cidr":"2001:db8::/00"}]}"#, r#"{"ip":"2001:0db8::1"}"#, true);
-    check(r#"{"ip":[{"cidr":"0.0.0.0/0"}]}"#, r#"{"ip":"192.0.2.1"}"#, true);
+    check(
+        r#"{"ip":[{"cidr":"2001:db8::/00"}]}"#,
+        r#"{"ip":"2001:0db8::1"}"#,
+        true,
+    );
+    check(
+        r#"{"ip":[{"cidr":"0.0.0.0/0"}]}"#,
+        r#"{"ip":"192.0.2.1"}"#,
+        true,
+    );
     check(r#"{"ip":[{"cidr":"0.0.0.0/0"}]}"#, r#"{"ip":"::1"}"#, false);
 }
