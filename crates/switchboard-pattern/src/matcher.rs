@@ -31,8 +31,8 @@ use crate::error::EventError;
 use crate::json::{Cursor, Literal, unescape};
 use crate::pattern::{AnythingBut, Cond, Pattern, Scalar};
 use crate::value::{
-    Cidr, NumKey, Range, Wildcard, bytes_eq, ends_with, fold_into, num_key_from_literal,
-    starts_with, write_number_literal,
+    Cidr, NumKey, Range, Wildcard, bytes_eq, ends_with, fold_bytes_into, fold_into,
+    num_key_from_literal, starts_with, write_number_literal,
 };
 
 const NONE: u32 = u32::MAX;
@@ -93,6 +93,9 @@ struct SlotEntry {
 struct PathNode {
     /// Edges by event key, for small fan-out.
     edges: Vec<(Box<[u8]>, u32)>,
+    /// Parallel to `edges`: each key's length and first 8 bytes packed, so
+    /// that most keys are rejected or accepted by two integer compares.
+    heads: Vec<(usize, u64)>,
     /// Same edges as a map once there are many.
     edge_map: Option<FxHashMap<Box<[u8]>, u32>>,
     /// Number of slots whose path is this node or passes through it.
@@ -109,8 +112,20 @@ impl PathNode {
         if let Some(map) = &self.edge_map {
             return map.get(key).copied();
         }
-        // An inline byte loop beats a `memcmp` call for short keys.
-        self.edges
+        // Packed-word compares beat a byte loop (and a `memcmp` call) on
+        // the short keys of real events; bytes past 8 are compared only
+        // when length and head agree.
+        let head = pack8(key);
+        let at = self
+            .heads
+            .iter()
+            .position(|&(len, h)| len == key.len() && h == head)?;
+        let (k, id) = &self.edges[at];
+        if key.len() <= 8 || bytes_eq(&k[8..], &key[8..]) {
+            return Some(*id);
+        }
+        // Another edge may share length and head: look at the rest.
+        self.edges[at + 1..]
             .iter()
             .find(|(k, _)| bytes_eq(k, key))
             .map(|&(_, id)| id)
@@ -121,6 +136,7 @@ impl PathNode {
             return;
         }
         self.edges.push((key.into(), to));
+        self.heads.push((key.len(), pack8(key)));
         match &mut self.edge_map {
             Some(map) => {
                 map.insert(key.into(), to);
@@ -134,6 +150,11 @@ impl PathNode {
 
     fn remove_edges_to(&mut self, to: u32) {
         self.edges.retain(|&(_, id)| id != to);
+        self.heads = self
+            .edges
+            .iter()
+            .map(|(k, _)| (k.len(), pack8(k)))
+            .collect();
         if let Some(map) = &mut self.edge_map {
             map.retain(|_, id| *id != to);
             if self.edges.len() <= EDGE_MAP_THRESHOLD {
@@ -149,11 +170,21 @@ impl PathNode {
 
 /// Prefixes (or suffixes) by content, probed once per distinct length.
 /// Few operands are simply scanned.
+///
+/// Operands of at most 8 bytes (nearly all of them) live in one map per
+/// length keyed by the operand packed into a `u64`: the value's first (or
+/// last) 8 bytes are loaded once, and each length then costs a mask, an
+/// integer hash and an integer compare instead of hashing a slice and
+/// comparing it with `memcmp` (measured: 4 % of the 5,000-prefix-rule
+/// profile was `memcmp`).
 #[derive(Debug, Default)]
 struct Affix {
-    map: FxHashMap<Box<[u8]>, Vec<u32>>,
-    /// Distinct operand lengths, ascending, with how many operands have each.
-    lens: Vec<(usize, u32)>,
+    /// Per distinct operand length up to 8, ascending: packed operand → slots.
+    short: Vec<(usize, FxHashMap<u64, Vec<u32>>)>,
+    /// Operands longer than 8 bytes, by content.
+    long: FxHashMap<Box<[u8]>, Vec<u32>>,
+    /// Distinct lengths in `long`, ascending, with how many operands have each.
+    long_lens: Vec<(usize, u32)>,
     /// Every (operand, slot), for the linear scan.
     all: Vec<(Box<[u8]>, u32)>,
 }
@@ -161,13 +192,58 @@ struct Affix {
 /// Up to this many operands a linear scan beats hashing every length.
 const AFFIX_LINEAR_MAX: usize = 8;
 
+/// Little-endian packing of at most 8 bytes, zero padded. Injective among
+/// inputs of one length.
+///
+/// Written without a variable-length copy, which compiles to a `memcpy`
+/// call: two overlapping 4-byte loads cover lengths 4 to 7.
+#[inline(always)]
+fn pack8(b: &[u8]) -> u64 {
+    if let Some(w) = b.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    let n = b.len();
+    if n >= 4 {
+        let lo = b.first_chunk::<4>().map_or(0, |w| u32::from_le_bytes(*w));
+        let hi = b.last_chunk::<4>().map_or(0, |w| u32::from_le_bytes(*w));
+        // The overlapping bytes are equal in both loads, so OR is exact.
+        return u64::from(lo) | (u64::from(hi) << (8 * (n - 4)));
+    }
+    let mut w = 0u64;
+    for (i, &c) in b.iter().enumerate() {
+        w |= u64::from(c) << (8 * i);
+    }
+    w
+}
+
+/// The first `len` (at most 8) bytes of a packed word.
+#[inline]
+fn low_bytes(w: u64, len: usize) -> u64 {
+    if len >= 8 {
+        w
+    } else {
+        w & ((1u64 << (8 * len)) - 1)
+    }
+}
+
 impl Affix {
     fn add(&mut self, key: &[u8], slot: u32) {
-        self.map.entry(key.into()).or_default().push(slot);
         self.all.push((key.into(), slot));
-        match self.lens.binary_search_by_key(&key.len(), |&(l, _)| l) {
-            Ok(i) => self.lens[i].1 += 1,
-            Err(i) => self.lens.insert(i, (key.len(), 1)),
+        if key.len() <= 8 {
+            let i = match self.short.binary_search_by_key(&key.len(), |(l, _)| *l) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.short.insert(i, (key.len(), FxHashMap::default()));
+                    i
+                }
+            };
+            self.short[i].1.entry(pack8(key)).or_default().push(slot);
+            return;
+        }
+        self.long.entry(key.into()).or_default().push(slot);
+        match self.long_lens.binary_search_by_key(&key.len(), |&(l, _)| l) {
+            Ok(i) => self.long_lens[i].1 += 1,
+            Err(i) => self.long_lens.insert(i, (key.len(), 1)),
         }
     }
 
@@ -179,12 +255,21 @@ impl Affix {
         {
             self.all.swap_remove(pos);
         }
-        if remove_id(&mut self.map, key, slot)
-            && let Ok(i) = self.lens.binary_search_by_key(&key.len(), |&(l, _)| l)
+        if key.len() <= 8 {
+            if let Ok(i) = self.short.binary_search_by_key(&key.len(), |(l, _)| *l) {
+                remove_id(&mut self.short[i].1, &pack8(key), slot);
+                if self.short[i].1.is_empty() {
+                    self.short.remove(i);
+                }
+            }
+            return;
+        }
+        if remove_id(&mut self.long, key, slot)
+            && let Ok(i) = self.long_lens.binary_search_by_key(&key.len(), |&(l, _)| l)
         {
-            self.lens[i].1 -= 1;
-            if self.lens[i].1 == 0 {
-                self.lens.remove(i);
+            self.long_lens[i].1 -= 1;
+            if self.long_lens[i].1 == 0 {
+                self.long_lens.remove(i);
             }
         }
     }
@@ -204,7 +289,32 @@ impl Affix {
             }
             return;
         }
-        for &(len, _) in &self.lens {
+        if !self.short.is_empty() {
+            // The value's first (or last) up to 8 bytes, packed once.
+            let n = v.len().min(8);
+            let w = if suffix {
+                pack8(&v[v.len() - n..])
+            } else {
+                pack8(v)
+            };
+            for (len, map) in &self.short {
+                let len = *len;
+                if len > n {
+                    break;
+                }
+                let key = if suffix {
+                    // The last `len` of the `n` packed bytes (`len` 0 shifts
+                    // all 8 out when `n` is 8: key 0, as `pack8(b"")`).
+                    w.checked_shr(8 * (n - len) as u32).unwrap_or(0)
+                } else {
+                    low_bytes(w, len)
+                };
+                if let Some(ids) = map.get(&key) {
+                    ids.iter().for_each(|&s| emit(s));
+                }
+            }
+        }
+        for &(len, _) in &self.long_lens {
             if len > v.len() {
                 break;
             }
@@ -213,9 +323,76 @@ impl Affix {
             } else {
                 &v[..len]
             };
-            if let Some(ids) = self.map.get(key) {
+            if let Some(ids) = self.long.get(key) {
                 ids.iter().for_each(|&s| emit(s));
             }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+/// Strings by content (exact values, folded `equals-ignore-case` operands).
+/// Few operands are scanned; more are hashed, those under 8 bytes as one
+/// packed `u64` (bytes and length) so the probe needs no `memcmp`.
+#[derive(Debug, Default)]
+struct StrIndex {
+    /// Every (operand, slot), for the linear scan.
+    all: Vec<(Box<[u8]>, u32)>,
+    short: FxHashMap<u64, Vec<u32>>,
+    long: FxHashMap<Box<[u8]>, Vec<u32>>,
+}
+
+/// Up to this many operands a linear scan (length compare first) beats a hash.
+const STR_LINEAR_MAX: usize = 8;
+
+/// `b` packed with its length in the top byte, for `b` under 8 bytes.
+#[inline(always)]
+fn short_key(b: &[u8]) -> Option<u64> {
+    (b.len() < 8).then(|| pack8(b) | ((b.len() as u64) << 56))
+}
+
+impl StrIndex {
+    fn add(&mut self, key: &[u8], slot: u32) {
+        self.all.push((key.into(), slot));
+        match short_key(key) {
+            Some(k) => self.short.entry(k).or_default().push(slot),
+            None => self.long.entry(key.into()).or_default().push(slot),
+        }
+    }
+
+    fn remove(&mut self, key: &[u8], slot: u32) {
+        if let Some(pos) = self
+            .all
+            .iter()
+            .position(|(k, s)| *s == slot && &k[..] == key)
+        {
+            self.all.swap_remove(pos);
+        }
+        match short_key(key) {
+            Some(k) => remove_id(&mut self.short, &k, slot),
+            None => remove_id(&mut self.long, key, slot),
+        };
+    }
+
+    #[inline]
+    fn lookup(&self, v: &[u8], mut emit: impl FnMut(u32)) {
+        if self.all.len() <= STR_LINEAR_MAX {
+            for (k, s) in &self.all {
+                if bytes_eq(k, v) {
+                    emit(*s);
+                }
+            }
+            return;
+        }
+        let ids = match short_key(v) {
+            Some(k) => self.short.get(&k),
+            None => self.long.get(v),
+        };
+        if let Some(ids) = ids {
+            ids.iter().for_each(|&s| emit(s));
         }
     }
 
@@ -302,7 +479,7 @@ impl AnythingButIndex {
 /// Conditions on one field path.
 #[derive(Debug, Default)]
 struct FieldIndex {
-    exact_str: FxHashMap<Box<[u8]>, Vec<u32>>,
+    exact_str: StrIndex,
     exact_num: FxHashMap<NumKey, Vec<u32>>,
     exact_true: Vec<u32>,
     exact_false: Vec<u32>,
@@ -312,7 +489,7 @@ struct FieldIndex {
     suffix: Affix,
     prefix_ic: Affix,
     suffix_ic: Affix,
-    equals_ic: FxHashMap<Box<[u8]>, Vec<u32>>,
+    equals_ic: StrIndex,
     wildcard: Vec<(Wildcard, u32)>,
     numeric: Vec<(Range, u32)>,
     cidr: Vec<(Cidr, u32)>,
@@ -334,11 +511,7 @@ enum Leaf<'a> {
 impl FieldIndex {
     fn add(&mut self, cond: &Cond, slot: u32) {
         match cond {
-            Cond::Exact(Scalar::Str(s)) => self
-                .exact_str
-                .entry(s.as_bytes().into())
-                .or_default()
-                .push(slot),
+            Cond::Exact(Scalar::Str(s)) => self.exact_str.add(s.as_bytes(), slot),
             Cond::Exact(Scalar::Num(n)) => self.exact_num.entry(n.clone()).or_default().push(slot),
             Cond::Exact(Scalar::Bool(true)) => self.exact_true.push(slot),
             Cond::Exact(Scalar::Bool(false)) => self.exact_false.push(slot),
@@ -347,11 +520,7 @@ impl FieldIndex {
             Cond::Prefix { text, ic: true } => self.prefix_ic.add(text.as_bytes(), slot),
             Cond::Suffix { text, ic: false } => self.suffix.add(text.as_bytes(), slot),
             Cond::Suffix { text, ic: true } => self.suffix_ic.add(text.as_bytes(), slot),
-            Cond::EqualsIgnoreCase(t) => self
-                .equals_ic
-                .entry(t.as_bytes().into())
-                .or_default()
-                .push(slot),
+            Cond::EqualsIgnoreCase(t) => self.equals_ic.add(t.as_bytes(), slot),
             Cond::Wildcard(w) => self.wildcard.push((w.clone(), slot)),
             Cond::Numeric(r) => self.numeric.push((*r, slot)),
             Cond::Cidr(c) => self.cidr.push((*c, slot)),
@@ -367,9 +536,7 @@ impl FieldIndex {
             }
         };
         match cond {
-            Cond::Exact(Scalar::Str(s)) => {
-                remove_id(&mut self.exact_str, s.as_bytes(), slot);
-            }
+            Cond::Exact(Scalar::Str(s)) => self.exact_str.remove(s.as_bytes(), slot),
             Cond::Exact(Scalar::Num(n)) => {
                 remove_id(&mut self.exact_num, n, slot);
             }
@@ -380,9 +547,7 @@ impl FieldIndex {
             Cond::Prefix { text, ic: true } => self.prefix_ic.remove(text.as_bytes(), slot),
             Cond::Suffix { text, ic: false } => self.suffix.remove(text.as_bytes(), slot),
             Cond::Suffix { text, ic: true } => self.suffix_ic.remove(text.as_bytes(), slot),
-            Cond::EqualsIgnoreCase(t) => {
-                remove_id(&mut self.equals_ic, t.as_bytes(), slot);
-            }
+            Cond::EqualsIgnoreCase(t) => self.equals_ic.remove(t.as_bytes(), slot),
             Cond::Wildcard(_) => remove_from_list(&mut self.wildcard, slot),
             Cond::Numeric(_) => remove_from_list(&mut self.numeric, slot),
             Cond::Cidr(_) => remove_from_list(&mut self.cidr, slot),
@@ -393,15 +558,13 @@ impl FieldIndex {
 
     /// Emits every slot satisfied by the leaf `v` (possibly more than once).
     #[inline]
-    fn lookup(&self, v: Leaf<'_>, fold: &mut String, mut emit: impl FnMut(u32)) {
+    fn lookup(&self, v: Leaf<'_>, fold: &mut Vec<u8>, mut emit: impl FnMut(u32)) {
         for &s in &self.exists {
             emit(s);
         }
         match v {
             Leaf::Str(bytes) => {
-                if let Some(ids) = self.exact_str.get(bytes) {
-                    ids.iter().for_each(|&s| emit(s));
-                }
+                self.exact_str.lookup(bytes, &mut emit);
                 self.prefix.lookup(bytes, false, &mut emit);
                 self.suffix.lookup(bytes, true, &mut emit);
                 for (w, s) in &self.wildcard {
@@ -409,28 +572,19 @@ impl FieldIndex {
                         emit(*s);
                     }
                 }
-                let needs_text = !self.equals_ic.is_empty()
+                if (!self.equals_ic.is_empty()
                     || !self.prefix_ic.is_empty()
-                    || !self.suffix_ic.is_empty()
-                    || !self.cidr.is_empty();
-                let text = if needs_text {
-                    std::str::from_utf8(bytes).ok()
-                } else {
-                    None
-                };
-                if let Some(text) = text {
-                    if !self.equals_ic.is_empty()
-                        || !self.prefix_ic.is_empty()
-                        || !self.suffix_ic.is_empty()
-                    {
-                        fold_into(text, fold);
-                        let f = fold.as_bytes();
-                        if let Some(ids) = self.equals_ic.get(f) {
-                            ids.iter().for_each(|&s| emit(s));
-                        }
-                        self.prefix_ic.lookup(f, false, &mut emit);
-                        self.suffix_ic.lookup(f, true, &mut emit);
-                    }
+                    || !self.suffix_ic.is_empty())
+                    && fold_bytes_into(bytes, fold)
+                {
+                    let f = &fold[..];
+                    self.equals_ic.lookup(f, &mut emit);
+                    self.prefix_ic.lookup(f, false, &mut emit);
+                    self.suffix_ic.lookup(f, true, &mut emit);
+                }
+                if !self.cidr.is_empty()
+                    && let Ok(text) = std::str::from_utf8(bytes)
+                {
                     for (c, s) in &self.cidr {
                         if c.contains(text) {
                             emit(*s);
@@ -446,10 +600,15 @@ impl FieldIndex {
                             || ab.wildcards.iter().any(|w| w.matches(bytes))
                             || (!ab.folded.is_empty() && {
                                 if !folded {
-                                    fold_into(&String::from_utf8_lossy(bytes), fold);
+                                    if !fold_bytes_into(bytes, fold) {
+                                        let mut text = String::new();
+                                        fold_into(&String::from_utf8_lossy(bytes), &mut text);
+                                        fold.clear();
+                                        fold.extend_from_slice(text.as_bytes());
+                                    }
                                     folded = true;
                                 }
-                                ab.folded.contains(fold.as_bytes())
+                                ab.folded.contains(&fold[..])
                             });
                         if !excluded {
                             emit(*s);
@@ -529,7 +688,7 @@ pub struct Scratch {
     trails: Vec<(u32, u32)>,
     trail_stack: Vec<(u32, u32)>,
     next_array: u32,
-    fold: String,
+    fold: Vec<u8>,
     key_buf: Vec<u8>,
     str_buf: Vec<u8>,
     num_buf: Vec<u8>,
@@ -1237,5 +1396,131 @@ impl Pattern {
         let mut m = Matcher::new();
         m.add_rule("", self);
         !m.matches_value_with(event, &mut Scratch::new()).is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDS: [&str; 14] = [
+        "",
+        "a",
+        "ab",
+        "abc",
+        "abcd",
+        "abcde",
+        "abcdef",
+        "abcdefg",
+        "abcdefgh",
+        "abcdefghi",
+        "abcdefghij",
+        "b",
+        "MAPBLKLOT",
+        "MAPBLKLOX",
+    ];
+
+    #[test]
+    fn pack8_is_injective_per_length() {
+        for a in WORDS {
+            for b in WORDS {
+                let (a, b) = (a.as_bytes(), b.as_bytes());
+                if a.len() == b.len() && a.len() <= 8 {
+                    assert_eq!(pack8(a) == pack8(b), a == b);
+                }
+                assert_eq!(
+                    short_key(a).is_some() && short_key(a) == short_key(b),
+                    a == b && a.len() < 8
+                );
+            }
+        }
+        assert_eq!(pack8(b"abcdefghij"), pack8(b"abcdefgh"));
+    }
+
+    /// Hashed lookups (more operands than the linear limit) agree with a
+    /// plain scan, including after removals.
+    #[test]
+    fn indexes_agree_with_scan() {
+        let mut pre = Affix::default();
+        let mut suf = Affix::default();
+        let mut eq = StrIndex::default();
+        let mut ops: Vec<(&str, u32)> = Vec::new();
+        for (i, w) in WORDS.iter().enumerate() {
+            for (j, t) in [*w, &w[w.len() / 2..]].into_iter().enumerate() {
+                let slot = (i * 2 + j) as u32;
+                pre.add(t.as_bytes(), slot);
+                suf.add(t.as_bytes(), slot);
+                eq.add(t.as_bytes(), slot);
+                ops.push((t, slot));
+            }
+        }
+        let values = [
+            "",
+            "a",
+            "abcdefghijk",
+            "xabcdefgh",
+            "hij",
+            "MAPBLKLOT",
+            "ab",
+            "zz",
+        ];
+        let check = |pre: &Affix, suf: &Affix, eq: &StrIndex, ops: &[(&str, u32)]| {
+            for v in values {
+                let collect = |f: &dyn Fn(&mut dyn FnMut(u32))| {
+                    let mut got = Vec::new();
+                    f(&mut |s| got.push(s));
+                    got.sort_unstable();
+                    got
+                };
+                let want = |p: &dyn Fn(&str) -> bool| {
+                    let mut w: Vec<u32> = ops.iter().filter(|(t, _)| p(t)).map(|o| o.1).collect();
+                    w.sort_unstable();
+                    w
+                };
+                let vb = v.as_bytes();
+                assert_eq!(
+                    collect(&|e| pre.lookup(vb, false, e)),
+                    want(&|t| v.starts_with(t)),
+                    "{v}"
+                );
+                assert_eq!(
+                    collect(&|e| suf.lookup(vb, true, e)),
+                    want(&|t| v.ends_with(t)),
+                    "{v}"
+                );
+                assert_eq!(collect(&|e| eq.lookup(vb, e)), want(&|t| v == t), "{v}");
+            }
+        };
+        check(&pre, &suf, &eq, &ops);
+        for k in (0..ops.len()).step_by(3).rev() {
+            let (t, slot) = ops.remove(k);
+            pre.remove(t.as_bytes(), slot);
+            suf.remove(t.as_bytes(), slot);
+            eq.remove(t.as_bytes(), slot);
+        }
+        check(&pre, &suf, &eq, &ops);
+    }
+
+    #[test]
+    fn edges_by_packed_head() {
+        let mut n = PathNode::default();
+        for (i, k) in ["MAPBLKLOT", "MAPBLKLOX", "STREET", "", "ST_TYPE"]
+            .iter()
+            .enumerate()
+        {
+            n.add_edge(k.as_bytes(), i as u32);
+        }
+        for (i, k) in ["MAPBLKLOT", "MAPBLKLOX", "STREET", "", "ST_TYPE"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(n.child(k.as_bytes()), Some(i as u32), "{k}");
+        }
+        for k in ["MAPBLKLOY", "STREE", "STREETS", "st_type"] {
+            assert_eq!(n.child(k.as_bytes()), None, "{k}");
+        }
+        n.remove_edges_to(0);
+        assert_eq!(n.child(b"MAPBLKLOT"), None);
+        assert_eq!(n.child(b"MAPBLKLOX"), Some(1));
     }
 }

@@ -93,6 +93,39 @@ pub(crate) fn fold_into(s: &str, out: &mut String) {
     }
 }
 
+/// [`fold_into`] for raw string bytes into a reusable buffer, in one pass
+/// for ASCII (each byte lower-cased as it is copied; the common case).
+/// Returns `false`, leaving `out` unspecified, when `b` is not UTF-8.
+#[inline]
+pub(crate) fn fold_bytes_into(b: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    out.reserve(b.len());
+    for &c in b {
+        if c >= 0x80 {
+            return fold_bytes_unicode(b, out);
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    true
+}
+
+#[cold]
+fn fold_bytes_unicode(b: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let Ok(text) = std::str::from_utf8(b) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        for u in c.to_uppercase() {
+            for l in u.to_lowercase() {
+                out.extend_from_slice(l.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    true
+}
+
 pub(crate) fn fold(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     fold_into(s, &mut out);
@@ -381,6 +414,21 @@ mod tests {
 
     #[test]
     fn folding() {
+        let mut buf = Vec::new();
+        for s in [
+            "",
+            "Van Ness",
+            "MARKET",
+            "17th",
+            "Straße",
+            "ΣΊΣΥΦΟΣ",
+            "a\u{130}b",
+            "~@[`{",
+        ] {
+            assert!(fold_bytes_into(s.as_bytes(), &mut buf), "{s}");
+            assert_eq!(buf, fold(s).as_bytes(), "{s}");
+        }
+        assert!(!fold_bytes_into(b"ab\xff", &mut buf));
         assert_eq!(fold("ß"), fold("SS"));
         assert_eq!(fold("Straße"), fold("STRASSE"));
         assert_eq!(fold("ΣΊΣΥΦΟΣ"), fold("σίσυφος"));
