@@ -351,9 +351,7 @@ async fn metrics_handler(State(app): State<Arc<AppState>>) -> Response {
 
 /// Periodic work: dedup expiry and event retention, queue depth gauges.
 async fn maintenance(app: Arc<AppState>) {
-    let retention_ms = i64::try_from(app.config.config.store.event_retention_secs)
-        .unwrap_or(i64::MAX / 1000)
-        .saturating_mul(1000);
+    let retention_ms = pipeline::secs_to_ms(app.config.config.store.event_retention_secs);
     let names: Vec<String> = app.targets.keys().cloned().collect();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut round = 0u64;
@@ -427,16 +425,9 @@ fn start_genesys_sources(
         let client_cfg = g.client_config().map_err(GatewayError::Setup)?;
         let client = switchboard_genesys::Client::new(client_cfg)
             .map_err(|e| GatewayError::Setup(format!("source {:?}: {e}", s.name)))?;
-        let window = s.dedup_window_secs.unwrap_or(cfg.dedup.window_secs);
         let sink = Arc::new(genesys_source::PipelineSink {
             app: state.clone(),
-            source: pipeline::PipelineSource {
-                name: s.name.clone(),
-                normalize: s.normalize.clone(),
-                dedup_ttl_ms: i64::try_from(window)
-                    .unwrap_or(i64::MAX / 1000)
-                    .saturating_mul(1000),
-            },
+            source: pipeline::PipelineSource::from_config(&s, cfg.dedup.window_secs),
         });
         let handle = switchboard_genesys::notifications::NotificationSource::spawn(
             client,
@@ -518,20 +509,13 @@ fn build_source(
     }
     let verifier = Verifier::new(scheme, secrets)
         .map_err(|e| GatewayError::Setup(format!("source {:?}: {e}", s.name)))?;
-    let window = s.dedup_window_secs.unwrap_or(default_window);
     Ok((
         SourceRuntime {
             name: s.name.clone(),
             path: path.clone(),
             scheme: scheme_name,
             verifier,
-            pipeline: pipeline::PipelineSource {
-                name: s.name.clone(),
-                normalize: s.normalize.clone(),
-                dedup_ttl_ms: i64::try_from(window)
-                    .unwrap_or(i64::MAX / 1000)
-                    .saturating_mul(1000),
-            },
+            pipeline: pipeline::PipelineSource::from_config(s, default_window),
         },
         generated,
     ))

@@ -25,6 +25,24 @@ pub struct PipelineSource {
     pub dedup_ttl_ms: i64,
 }
 
+impl PipelineSource {
+    /// The pipeline settings of a configured source.
+    pub fn from_config(s: &crate::config::SourceConfig, default_window_secs: u64) -> Self {
+        PipelineSource {
+            name: s.name.clone(),
+            normalize: s.normalize.clone(),
+            dedup_ttl_ms: secs_to_ms(s.dedup_window_secs.unwrap_or(default_window_secs)),
+        }
+    }
+}
+
+/// Seconds from the configuration as milliseconds, saturating instead of overflowing.
+pub fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
 /// An event the pipeline took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {

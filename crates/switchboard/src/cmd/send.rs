@@ -58,20 +58,37 @@ pub enum SchemeArg {
     None,
 }
 
+/// Where and how to sign: shared by `send` and `simulate`.
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub struct SigningArgs {
     /// Webhook URL.
     #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/genesys")]
-    url: String,
+    pub url: String,
     /// Signing secret (default: $SWITCHBOARD_WEBHOOK_SECRET, then ./switchboard-data/webhook-secret).
     #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
-    secret: Option<String>,
+    pub secret: Option<String>,
     /// Authentication scheme of the source.
     #[arg(long, value_enum, default_value = "hub-signature-256")]
-    scheme: SchemeArg,
+    pub scheme: SchemeArg,
     /// Header for hmac-header / api-key.
     #[arg(long)]
-    header: Option<String>,
+    pub header: Option<String>,
+}
+
+impl SigningArgs {
+    /// The secret and the verify crate's scheme.
+    pub fn resolve(&self) -> anyhow::Result<(String, Scheme)> {
+        Ok((
+            load_secret(self.secret.clone())?,
+            scheme_of(self.scheme, self.header.clone()),
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    signing: SigningArgs,
     /// Give every event a fresh CorrelationId so none is a duplicate of an earlier send.
     #[arg(long)]
     unique: bool,
@@ -110,8 +127,7 @@ pub fn scheme_of(arg: SchemeArg, header: Option<String>) -> Scheme {
 }
 
 pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let secret = load_secret(args.secret.clone())?;
-    let scheme = scheme_of(args.scheme, args.header.clone());
+    let (secret, scheme) = args.signing.resolve()?;
     let mut events: Vec<(String, String)> = Vec::new();
     if args.files.is_empty() {
         events.extend(
@@ -139,7 +155,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             let headers = switchboard_verify::sign(&scheme, &secret, body.as_bytes(), &msg_id, now)
                 .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
             let mut req = client
-                .post(&args.url)
+                .post(&args.signing.url)
                 .header("content-type", "application/json")
                 .body(body);
             for (k, v) in headers {

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use switchboard_verify::Scheme;
 
-use super::send::{SchemeArg, load_secret, scheme_of};
+use super::send::SigningArgs;
 
 /// Fixed ids in the sample events, replaced per conversation.
 const SAMPLE_CONVERSATION: &str = "8c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
@@ -41,18 +41,8 @@ const LIFECYCLE: &[&str] = &[
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Webhook URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/genesys")]
-    url: String,
-    /// Signing secret (default: $SWITCHBOARD_WEBHOOK_SECRET, then ./switchboard-data/webhook-secret).
-    #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
-    secret: Option<String>,
-    /// Authentication scheme of the source.
-    #[arg(long, value_enum, default_value = "hub-signature-256")]
-    scheme: SchemeArg,
-    /// Header for hmac-header / api-key.
-    #[arg(long)]
-    header: Option<String>,
+    #[command(flatten)]
+    signing: SigningArgs,
     /// Agents in the simulated org.
     #[arg(long, default_value_t = 50)]
     agents: usize,
@@ -161,8 +151,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if args.rate.is_nan() || args.rate <= 0.0 {
         bail!("--rate must be > 0");
     }
-    let secret = load_secret(args.secret.clone())?;
-    let scheme = scheme_of(args.scheme, args.header.clone());
+    let (secret, scheme) = args.signing.resolve()?;
     let mut org = Org::new(args.agents, args.queues)?;
     // Decide the whole plan up front: which events, which are resent.
     let mut plan: Vec<String> = Vec::with_capacity(args.events);
@@ -252,7 +241,7 @@ async fn send_open_loop(
             continue;
         };
         let headers = sign(scheme, secret, &body, i)?;
-        let mut req = client.post(&args.url).body(body);
+        let mut req = client.post(&args.signing.url).body(body);
         for (k, v) in headers {
             if let Some(v) = v.as_str() {
                 req = req.header(k, v);
