@@ -326,3 +326,60 @@ InputTransformer = {{ InputPathsMap = {{ conv = "$.detail.eventBody.conversation
     assert!(target.nothing_within(Duration::from_millis(300)).await);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn static_auth_kinds_and_extra_headers_are_sent() {
+    let mut basic = TargetServer::start().await;
+    let mut key = TargetServer::start().await;
+    let mut bearer = TargetServer::start().await;
+    let target = |name: &str, url: &str, auth: &str| {
+        format!(
+            "[[targets]]\nname = \"{name}\"\ntype = \"http\"\nurl = \"{url}\"\nheaders = {{ \"X-Source\" = \"switchboard\" }}\nauth = {auth}\n"
+        )
+    };
+    let cfg = config_with(&format!(
+        "{}{}{}\n[[rules]]\nname = \"all\"\n[[rules.targets]]\nid = \"b\"\narn = \"basic\"\n[[rules.targets]]\nid = \"k\"\narn = \"key\"\n[[rules.targets]]\nid = \"t\"\narn = \"bearer\"\n",
+        target(
+            "basic",
+            &basic.url,
+            "{ type = \"basic\", username = \"eb\", password = \"pw\" }"
+        ),
+        target(
+            "key",
+            &key.url,
+            "{ type = \"api-key\", header = \"x-api-key\", value = \"k-1\" }"
+        ),
+        target(
+            "bearer",
+            &bearer.url,
+            "{ type = \"bearer\", token = \"jwt.token.here\" }"
+        ),
+    ));
+    let gw = TestGateway::start(&cfg).await;
+    assert_eq!(
+        gw.post_signed("/webhooks/genesys", &notification(1))
+            .await
+            .0,
+        202
+    );
+    let header = |r: &Received, h: &str| r.headers.get(h).map(|v| v.to_str().unwrap().to_string());
+    let r = basic.next_success().await;
+    // base64("eb:pw") = "ZWI6cHc="
+    assert_eq!(
+        header(&r, "authorization").as_deref(),
+        Some("Basic ZWI6cHc=")
+    );
+    assert_eq!(header(&r, "x-source").as_deref(), Some("switchboard"));
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let r = key.next_success().await;
+    assert_eq!(header(&r, "x-api-key").as_deref(), Some("k-1"));
+    let r = bearer.next_success().await;
+    assert_eq!(
+        header(&r, "authorization").as_deref(),
+        Some("Bearer jwt.token.here")
+    );
+    gw.stop().await;
+}

@@ -1559,6 +1559,8 @@ mod tests {
 
     /// Hashed lookups (more operands than the linear limit) agree with a
     /// plain scan, including after removals.
+    type Emit<'a> = &'a mut dyn FnMut(u32);
+
     #[test]
     fn indexes_agree_with_scan() {
         let mut pre = Affix::default();
@@ -1586,7 +1588,7 @@ mod tests {
         ];
         let check = |pre: &Affix, suf: &Affix, eq: &StrIndex, ops: &[(&str, u32)]| {
             for v in values {
-                let collect = |f: &dyn Fn(&mut dyn FnMut(u32))| {
+                let collect = |f: &dyn Fn(Emit<'_>)| {
                     let mut got = Vec::new();
                     f(&mut |s| got.push(s));
                     got.sort_unstable();

@@ -134,6 +134,43 @@ fn pattern_object(depth: u32) -> BoxedStrategy<Value> {
         .boxed()
 }
 
+/// Adds every valid pattern to one matcher and compares its answers with the
+/// reference interpreter, before and after removing a rule.
+fn agrees(patterns: &[Value], events: &[Value]) -> Result<(), TestCaseError> {
+    let mut m = Matcher::new();
+    let mut valid = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
+        // Random ranges can be empty (lo >= hi); those are rightly rejected.
+        if let Ok(parsed) = Pattern::from_value(p, &Limits::default()) {
+            m.add_rule(&i.to_string(), &parsed);
+            valid.push((i.to_string(), p));
+        }
+    }
+    for phase in 0..2 {
+        if phase == 1 && !valid.is_empty() {
+            // Removing a rule must not disturb the others.
+            let (name, _) = valid.remove(0);
+            prop_assert!(m.remove_rule(&name));
+        }
+        for ev in events {
+            let want: Vec<&str> = valid
+                .iter()
+                .filter(|(_, p)| common::matches(p, ev))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            prop_assert_eq!(&m.matches_value(ev), &want, "value path, event {}", ev);
+            let bytes = serde_json::to_vec(ev).unwrap();
+            prop_assert_eq!(
+                &m.matches_json(&bytes).unwrap(),
+                &want,
+                "bytes path, event {}",
+                ev
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -142,31 +179,79 @@ proptest! {
         patterns in prop::collection::vec(pattern_object(2), 1..6),
         events in prop::collection::vec(event(), 1..4),
     ) {
-        let mut m = Matcher::new();
-        let mut valid = Vec::new();
-        for (i, p) in patterns.iter().enumerate() {
-            // Random ranges can be empty (lo >= hi); those are rightly rejected.
-            if let Ok(parsed) = Pattern::from_value(p, &Limits::default()) {
-                m.add_rule(&i.to_string(), &parsed);
-                valid.push((i.to_string(), p));
+        agrees(&patterns, &events)?;
+    }
+}
+
+/// Strings of 0 to 12 bytes (short and long index keys), some sharing
+/// prefixes, suffixes or a case folding.
+const MANY_TEXTS: [&str; 16] = [
+    "",
+    "x",
+    "X",
+    "xy",
+    "10",
+    "ss",
+    "ß",
+    "abcdefg",
+    "abcdefgh",
+    "ABCDEFGH",
+    "abcdefghi",
+    "abcdefghijkl",
+    "ghijkl",
+    "Straße",
+    "STRASSE",
+    "xyz12345",
+];
+
+fn many_text() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(MANY_TEXTS.to_vec()),
+        prop::sample::select(MANY_TEXTS.to_vec()),
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, join)| {
+            if join {
+                format!("{a}{b}")
+            } else {
+                a.to_owned()
             }
-        }
-        for phase in 0..2 {
-            if phase == 1 && !valid.is_empty() {
-                // Removing a rule must not disturb the others.
-                let (name, _) = valid.remove(0);
-                prop_assert!(m.remove_rule(&name));
-            }
-            for ev in &events {
-                let want: Vec<&str> = valid
-                    .iter()
-                    .filter(|(_, p)| common::matches(p, ev))
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                prop_assert_eq!(&m.matches_value(ev), &want, "value path, event {}", ev);
-                let bytes = serde_json::to_vec(ev).unwrap();
-                prop_assert_eq!(&m.matches_json(&bytes).unwrap(), &want, "bytes path, event {}", ev);
-            }
-        }
+        })
+}
+
+fn string_condition() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        many_text().prop_map(|t| json!(t)),
+        many_text().prop_map(|t| json!({"prefix": t})),
+        many_text().prop_map(|t| json!({"suffix": t})),
+        many_text().prop_map(|t| json!({"prefix": {"equals-ignore-case": t}})),
+        many_text().prop_map(|t| json!({"suffix": {"equals-ignore-case": t}})),
+        many_text().prop_map(|t| json!({"equals-ignore-case": t})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Many string rules on few fields: each field gets more operands of a
+    /// kind than the linear-scan limit (8), so the hashed and filtered
+    /// indexes are compared with the reference too.
+    #[test]
+    fn many_rules_agree_with_reference(
+        rules in prop::collection::vec(
+            (prop::sample::select(vec!["a", "b", "a.b"]), prop::collection::vec(string_condition(), 1..3)),
+            20..80,
+        ),
+        events in prop::collection::vec(
+            prop::collection::vec((prop::sample::select(vec!["a", "b"]), many_text()), 1..3),
+            1..6,
+        ),
+    ) {
+        let patterns: Vec<Value> = rules.into_iter().map(|(k, c)| json!({ k: c })).collect();
+        let events: Vec<Value> = events
+            .into_iter()
+            .map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect()))
+            .collect();
+        agrees(&patterns, &events)?;
     }
 }

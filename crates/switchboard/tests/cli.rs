@@ -241,3 +241,89 @@ fn simulate_open_loop_against_serve_and_to_a_file() {
             .ends_with(".customer.start")
     );
 }
+
+#[test]
+fn dlq_list_show_redrive_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    // A target on a port nothing listens on, no retries: every event dead-letters at once.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[sources]]\nname = \"g\"\npath = \"/in\"\nauth = {{ scheme = \"hub-signature-256\", secrets = [\"s3\"] }}\n[[targets]]\nname = \"down\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{dead_port}/x\"\n[[rules]]\nname = \"all\"\n[[rules.targets]]\nid = \"down\"\narn = \"down\"\nretry_policy = {{ maximum_retry_attempts = 0 }}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    let server = Server {
+        child,
+        addr,
+        secret: None,
+    };
+    let base = format!("http://{}", server.addr);
+    let out = bin()
+        .args(["send", "--url", &format!("{base}/in"), "--secret=s3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let items = loop {
+        let out = bin()
+            .args(["dlq", "list", "--url", &base])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let items = v["items"].as_array().unwrap().clone();
+        if items.len() == 9 {
+            break items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} dead letters",
+            items.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(items[0]["attributes"]["ERROR_CODE"], "CONNECTION");
+    let id = items[0]["id"].as_i64().unwrap().to_string();
+    let out = bin()
+        .args(["dlq", "show", "--url", &base, &id])
+        .output()
+        .unwrap();
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one["id"].as_i64().unwrap().to_string(), id);
+    let out = bin()
+        .args(["dlq", "redrive", "--url", &base, "--all"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["redriven"], 9);
+    let out = bin()
+        .args(["dlq", "redrive", "--url", &base])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "redrive without a selection is refused"
+    );
+}
