@@ -51,7 +51,7 @@ fn chunk_masks(chunk: &[u8]) -> (u32, u32, u32) {
     // requirements and `chunk` holds at least 16 bytes (checked above).
     // Measured necessary: skipping unmentioned subtrees (GeoJSON
     // coordinates) dominated matching time with the 8-byte SWAR loop this
-    // replaces (see BENCHMARKS-pattern.md).
+    // replaces (see BENCHMARKS.md ("Pattern engine" section)).
     unsafe {
         let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
         let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
@@ -527,6 +527,21 @@ mod tests {
             }
             assert_eq!(chunk_masks(&chunk), want);
             assert_eq!(chunk_masks_portable(&chunk), want);
+        }
+    }
+
+    #[test]
+    fn finds_quotes() {
+        let text = br#"abcdefghijklmnopqrstuvwxyz0123456789"#;
+        for at in 0..text.len() {
+            for c in [b'"', b'\\'] {
+                let mut t = text.to_vec();
+                t[at] = c;
+                for start in 0..=at {
+                    assert_eq!(find_quote_or_backslash(&t, start), at);
+                }
+                assert_eq!(find_quote_or_backslash(&t, at + 1), t.len());
+            }
         }
     }
 

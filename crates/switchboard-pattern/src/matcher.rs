@@ -10,13 +10,17 @@
 //!   exact strings, numbers and folded strings, hash-of-prefix/suffix maps
 //!   probed once per distinct operand length, and short lists for the
 //!   operators that need a per-value check (wildcard, numeric, cidr,
-//!   anything-but).
+//!   anything-but). Up to 8 string operands of a kind are scanned; past
+//!   that, operands under 8 bytes are keyed by their bytes packed into a
+//!   `u64`, and each table sits behind a small Bloom [`Filter`] so that the
+//!   many probes that miss stay in cache at thousands of rules.
 //! * Each rule is expanded into **branches** (its `$or` combinations); each
 //!   branch is a conjunction of **slots** (one per pattern field). An index
 //!   entry points at the slots it satisfies.
 //!
 //! Matching an event walks only the mentioned paths, looks each leaf up in
-//! its field index, and counts satisfied slots per branch; a branch whose
+//! its field index, and counts satisfied slots per branch (a branch of one
+//! required slot matches its rule on the spot); a branch whose
 //! count reaches its number of required slots becomes a candidate, which is
 //! then checked for `exists: false` fields and array consistency. All
 //! per-event state lives in a reusable [`Scratch`], so matching does not
@@ -104,6 +108,9 @@ struct PathNode {
     heads: Vec<(usize, u64)>,
     /// Same edges as a map once there are many.
     edge_map: Option<FxHashMap<Box<[u8]>, u32>>,
+    /// Some child has children, so a dotted event key may resolve from here
+    /// (may stay set after removals; that only costs a dot scan).
+    deep: bool,
     /// Number of slots whose path is this node or passes through it.
     refs: u32,
     /// Present when some slot tests this exact path.
@@ -352,7 +359,7 @@ impl Affix {
     }
 }
 
-/// A one-hash Bloom filter over `u64` keys, about 16 bits per key, put in
+/// A one-hash Bloom filter over `u64` keys, 16 to 64 bits per key, put in
 /// front of the hashed operand tables. At thousands of rules those tables
 /// no longer stay in cache next to the streamed events, and most probes
 /// miss: a miss then touches one small bit array instead of a hash table
@@ -655,9 +662,16 @@ impl FieldIndex {
         }
         match v {
             Leaf::Str(bytes) => {
-                self.exact_str.lookup(bytes, &mut emit);
-                self.prefix.lookup(bytes, false, &mut emit);
-                self.suffix.lookup(bytes, true, &mut emit);
+                // Empty indexes are skipped here: the lookups are not inlined.
+                if !self.exact_str.is_empty() {
+                    self.exact_str.lookup(bytes, &mut emit);
+                }
+                if !self.prefix.is_empty() {
+                    self.prefix.lookup(bytes, false, &mut emit);
+                }
+                if !self.suffix.is_empty() {
+                    self.suffix.lookup(bytes, true, &mut emit);
+                }
                 for (w, s) in &self.wildcard {
                     if w.matches(bytes) {
                         emit(*s);
@@ -669,9 +683,15 @@ impl FieldIndex {
                     && fold_bytes_into(bytes, fold)
                 {
                     let f = &fold[..];
-                    self.equals_ic.lookup(f, &mut emit);
-                    self.prefix_ic.lookup(f, false, &mut emit);
-                    self.suffix_ic.lookup(f, true, &mut emit);
+                    if !self.equals_ic.is_empty() {
+                        self.equals_ic.lookup(f, &mut emit);
+                    }
+                    if !self.prefix_ic.is_empty() {
+                        self.prefix_ic.lookup(f, false, &mut emit);
+                    }
+                    if !self.suffix_ic.is_empty() {
+                        self.suffix_ic.lookup(f, true, &mut emit);
+                    }
                 }
                 if !self.cidr.is_empty()
                     && let Ok(text) = std::str::from_utf8(bytes)
@@ -1021,6 +1041,9 @@ impl Matcher {
         for (k, segment) in segments.iter().enumerate() {
             let to = ids[k + 1];
             self.nodes[ids[k] as usize].add_edge(segment.as_bytes(), to);
+            if k > 0 {
+                self.nodes[ids[k - 1] as usize].deep = true;
+            }
         }
         ids[ids.len() - 1]
     }
@@ -1030,8 +1053,12 @@ impl Matcher {
     #[inline(always)]
     fn child(&self, node: u32, key: &[u8]) -> Option<u32> {
         let head = pack8(key);
-        if let Some(c) = self.nodes[node as usize].child_packed(key, head) {
+        let n = &self.nodes[node as usize];
+        if let Some(c) = n.child_packed(key, head) {
             return Some(c);
+        }
+        if !n.deep {
+            return None;
         }
         // Most keys miss and hold no dot; for keys of up to 8 bytes the
         // packed head answers that without a byte scan (the zero padding
@@ -1288,7 +1315,9 @@ impl JsonWalk<'_, '_> {
         s.node_seen[node as usize] = epoch;
         let leaf_id = s.leaves.len() as u32;
         let trail_start = s.trails.len() as u32;
-        s.trails.extend_from_slice(&s.trail_stack);
+        if !s.trail_stack.is_empty() {
+            s.trails.extend_from_slice(&s.trail_stack);
+        }
         s.leaves.push((trail_start, s.trail_stack.len() as u32));
         let mut fold = std::mem::take(&mut s.fold);
         let slots = &self.m.slots;

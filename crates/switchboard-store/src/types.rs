@@ -53,7 +53,7 @@ pub enum CheckpointMode {
     },
 }
 
-/// Tuning knobs with measured defaults (see `docs/storage.md` and `BENCHMARKS-store.md`).
+/// Tuning knobs with measured defaults (see `docs/storage.md` and `BENCHMARKS.md ("Store" section)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreTuning {
     /// Checkpoint strategy.

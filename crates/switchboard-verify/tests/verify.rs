@@ -507,7 +507,7 @@ fn config_errors() {
     );
 }
 
-// See: fuzz/artifacts/verify_normalize (RELIABILITY-fuzz.md, finding verify_normalize-1): `sign`
+// See: fuzz/artifacts/verify_normalize (RELIABILITY.md ("Fuzzing"), finding verify_normalize-1): `sign`
 // accepted the id " ", and `verify`, which strips the whitespace HTTP strips, refused what `sign`
 // produced. Padded ids ("a ") failed the same way with a signature mismatch.
 #[test]
