@@ -157,33 +157,8 @@ mod sqlite_engine {
     use super::*;
     use rusqlite::{Connection, params};
 
-    const DDL: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    id              TEXT PRIMARY KEY,
-    source          TEXT NOT NULL,
-    received_at_ms  INTEGER NOT NULL,
-    envelope        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_received ON events(received_at_ms);
-CREATE TABLE IF NOT EXISTS dedup (
-    key             TEXT PRIMARY KEY,
-    event_id        TEXT NOT NULL,
-    expires_at_ms   INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_expires ON dedup(expires_at_ms);
-CREATE TABLE IF NOT EXISTS deliveries (
-    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id            TEXT NOT NULL,
-    target              TEXT NOT NULL,
-    rule                TEXT NOT NULL,
-    payload             TEXT NOT NULL,
-    attempts            INTEGER NOT NULL DEFAULT 0,
-    enqueued_at_ms      INTEGER NOT NULL,
-    next_attempt_at_ms  INTEGER NOT NULL,
-    last_error          TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(target, next_attempt_at_ms);
-";
+    // The store's own schema, so this bench cannot drift from what the store writes.
+    const DDL: &str = switchboard_store::SCHEMA_DDL;
 
     /// `schema::open_connection` + `configure_writer` with `StoreTuning::default()`.
     fn open(path: &Path, writer: bool) -> BoxResult<Connection> {

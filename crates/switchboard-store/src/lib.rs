@@ -45,5 +45,9 @@ pub use types::{
 
 /// Highest on-disk schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
+/// The schema DDL, for benchmarks that compare engines on exactly the store's tables.
+#[doc(hidden)]
+pub const SCHEMA_DDL: &str = schema::DDL_V1;
+
 /// Name of the database file inside the store directory.
 pub const DB_FILE_NAME: &str = schema::DB_FILE;

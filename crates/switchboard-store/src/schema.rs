@@ -16,7 +16,8 @@ pub(crate) const SCHEMA_VERSION: i64 = 1;
 /// File name inside the store directory.
 pub(crate) const DB_FILE: &str = "switchboard.db";
 
-const DDL_V1: &str = "
+/// The current schema (tables, indexes). Public only so benchmarks run the real thing.
+pub(crate) const DDL_V1: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id              TEXT PRIMARY KEY,
     source          TEXT NOT NULL,
