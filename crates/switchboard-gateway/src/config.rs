@@ -18,6 +18,12 @@ use switchboard_event::NormalizeOptions;
 use switchboard_pattern::{InputTransformerSpec, Limits, Pattern, TargetInput};
 use toml::Spanned;
 
+use crate::config_aws;
+pub use crate::config_aws::{
+    AwsBusConfig, AwsSection, ClaimCheckConfig, DeadLetterConfig, DedupBackend,
+    EventBridgeTargetConfig, S3TargetConfig, SqsSourceConfig, SqsTargetConfig,
+};
+
 /// Name of the secret file generated on first start when no webhook secret is configured.
 pub const GENERATED_SECRET_FILE: &str = "webhook-secret";
 
@@ -96,6 +102,9 @@ pub struct Config {
     /// Routing rules.
     #[serde(default)]
     pub rules: Vec<Spanned<RuleConfig>>,
+    /// AWS: clients, and what `aws plan|apply` provisions.
+    #[serde(default)]
+    pub aws: Option<AwsSection>,
 }
 
 fn default_sources() -> Vec<Spanned<SourceConfig>> {
@@ -113,6 +122,7 @@ impl Default for Config {
             log: LogConfig::default(),
             patterns: PatternLimitsConfig::default(),
             genesys: None,
+            aws: None,
             sources: default_sources(),
             targets: vec![Spanned::new(
                 0..0,
@@ -123,6 +133,8 @@ impl Default for Config {
                     },
                     concurrency: default_concurrency(),
                     batch_size: default_batch_size(),
+                    linger_ms: None,
+                    claim_check: None,
                 },
             )],
             rules: vec![Spanned::new(
@@ -142,6 +154,7 @@ impl Default for Config {
                         input_path: None,
                         input_transformer: None,
                         retry_policy: RetryPolicyConfig::default(),
+                        dead_letter_config: None,
                     }],
                 },
             )],
@@ -217,12 +230,24 @@ impl Default for EnvelopeConfig {
 pub struct DedupConfig {
     /// How long a dedup key is remembered, unless a source overrides it.
     pub window_secs: u64,
+    /// `local` (the embedded store) or `dynamodb` (shared by replicas).
+    pub backend: DedupBackend,
+    /// `dynamodb`: the table (partition key `pk`, TTL attribute `expires_at`).
+    pub table: String,
+    /// `dynamodb`: how long a claim stays pending before another replica may take the key over.
+    pub lease_secs: u64,
+    /// `dynamodb`: this replica's owner token (default: generated once, kept in the data dir).
+    pub owner: Option<String>,
 }
 
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             window_secs: 24 * 3600,
+            backend: DedupBackend::Local,
+            table: "switchboard-dedup".into(),
+            lease_secs: 30,
+            owner: None,
         }
     }
 }
@@ -388,6 +413,9 @@ pub struct SourceConfig {
     /// `genesys-notifications`: topics and channel settings (uses the `[genesys]` client).
     #[serde(default)]
     pub notifications: Option<switchboard_genesys::notifications::NotificationConfig>,
+    /// `sqs`: the queue to long-poll.
+    #[serde(default)]
+    pub sqs: Option<SqsSourceConfig>,
     /// Overrides `[dedup].window_secs` for this source.
     #[serde(default)]
     pub dedup_window_secs: Option<u64>,
@@ -400,6 +428,8 @@ pub struct SourceConfig {
 pub const SOURCE_WEBHOOK: &str = "webhook";
 /// The Genesys Notification API WebSocket source.
 pub const SOURCE_GENESYS_NOTIFICATIONS: &str = "genesys-notifications";
+/// An SQS queue (e.g. fed by an EventBridge rule on the Genesys partner bus).
+pub const SOURCE_SQS: &str = "sqs";
 
 fn default_source_type() -> String {
     "webhook".into()
@@ -412,6 +442,7 @@ impl SourceConfig {
             kind: default_source_type(),
             path: Some("/webhooks/genesys".into()),
             notifications: None,
+            sqs: None,
             auth: Some(SourceAuth {
                 scheme: AuthScheme::HubSignature256,
                 secrets: Vec::new(),
@@ -513,6 +544,13 @@ pub struct TargetConfig {
     /// Deliveries fetched from the queue per round.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// How long a worker waits for a partial batch to fill (default 20 ms for AWS targets,
+    /// 0 otherwise; an `s3` ndjson target uses its window).
+    #[serde(default)]
+    pub linger_ms: Option<u64>,
+    /// Store events over the size limit aside and send a small pointer event instead.
+    #[serde(default)]
+    pub claim_check: Option<ClaimCheckConfig>,
 }
 
 fn default_concurrency() -> usize {
@@ -536,6 +574,12 @@ pub enum TargetKind {
     },
     /// Print one line per event on standard output.
     Stdout,
+    /// `PutEvents` to an EventBridge bus.
+    Eventbridge(EventBridgeTargetConfig),
+    /// `SendMessageBatch` to an SQS queue.
+    Sqs(SqsTargetConfig),
+    /// Objects in an S3 bucket.
+    S3(S3TargetConfig),
 }
 
 /// `type = "http"` settings.
@@ -688,6 +732,9 @@ pub struct RuleTargetConfig {
     /// Retry policy.
     #[serde(default, alias = "RetryPolicy")]
     pub retry_policy: RetryPolicyConfig,
+    /// An SQS queue that receives dead letters (instead of the embedded DLQ).
+    #[serde(default, alias = "DeadLetterConfig")]
+    pub dead_letter_config: Option<DeadLetterConfig>,
 }
 
 /// EventBridge's `RetryPolicy`, plus the backoff shape.
@@ -758,6 +805,8 @@ pub struct ValidRuleTarget {
     pub input: TargetInput,
     /// Retry policy.
     pub retry: RetryPolicyConfig,
+    /// SQS dead-letter queue (ARN or URL).
+    pub dead_letter_queue: Option<String>,
 }
 
 /// Where the configuration came from, for error messages and relative paths.
@@ -907,12 +956,15 @@ impl Config {
             let span = src.span();
             let src = src.get_ref();
             let key = |k: &str| format!("sources[{i}].{k}");
-            if src.kind != SOURCE_WEBHOOK && src.kind != SOURCE_GENESYS_NOTIFICATIONS {
+            if src.kind != SOURCE_WEBHOOK
+                && src.kind != SOURCE_GENESYS_NOTIFICATIONS
+                && src.kind != SOURCE_SQS
+            {
                 return Err(err(
                     span,
                     key("type"),
                     format!(
-                        "unknown source type {:?} (expected \"webhook\" or \"genesys-notifications\")",
+                        "unknown source type {:?} (expected \"webhook\", \"genesys-notifications\" or \"sqs\")",
                         src.kind
                     ),
                 ));
@@ -934,6 +986,46 @@ impl Config {
             src.normalize
                 .validate()
                 .map_err(|e| err(span.clone(), key("normalize"), e.to_string()))?;
+            if src.kind == SOURCE_SQS {
+                if !config_aws::AWS_BUILT_IN {
+                    return Err(err(
+                        span,
+                        key("type"),
+                        config_aws::not_built("an sqs source"),
+                    ));
+                }
+                let Some(q) = &src.sqs else {
+                    return Err(err(
+                        span,
+                        key("sqs"),
+                        "an sqs source needs sqs = { queue = \"<queue URL or ARN>\" }".into(),
+                    ));
+                };
+                if q.wait_time_secs > 20 {
+                    return Err(err(span, key("sqs.wait_time_secs"), "must be 0–20".into()));
+                }
+                if !(1..=10).contains(&q.max_messages) {
+                    return Err(err(span, key("sqs.max_messages"), "must be 1–10".into()));
+                }
+                if !(1..=43_200).contains(&q.visibility_timeout_secs) {
+                    return Err(err(
+                        span,
+                        key("sqs.visibility_timeout_secs"),
+                        "must be 1–43200".into(),
+                    ));
+                }
+                if src.path.is_some() || src.auth.is_some() || src.notifications.is_some() {
+                    return Err(err(
+                        span,
+                        key("path"),
+                        "path, auth and notifications do not apply to an sqs source".into(),
+                    ));
+                }
+                continue;
+            }
+            if src.sqs.is_some() {
+                return Err(err(span, key("sqs"), "only for type = \"sqs\"".into()));
+            }
             if src.kind == SOURCE_GENESYS_NOTIFICATIONS {
                 let Some(n) = &src.notifications else {
                     return Err(err(
@@ -1023,6 +1115,89 @@ impl Config {
             }
         }
 
+        if self.dedup.backend == DedupBackend::Dynamodb {
+            if !config_aws::AWS_BUILT_IN {
+                return Err(err(
+                    0..0,
+                    "dedup.backend".into(),
+                    config_aws::not_built("the dynamodb dedup backend"),
+                ));
+            }
+            if self.dedup.table.is_empty() || !(1..=3600).contains(&self.dedup.lease_secs) {
+                return Err(err(
+                    0..0,
+                    "dedup.table / dedup.lease_secs".into(),
+                    "need a table name and a lease of 1–3600 s".into(),
+                ));
+            }
+        }
+        if let Some(aws) = &self.aws {
+            if !config_aws::AWS_BUILT_IN {
+                return Err(err(0..0, "aws".into(), config_aws::not_built("[aws]")));
+            }
+            if aws.access_key_id.is_some()
+                != (aws.secret_access_key.is_some() || aws.secret_access_key_env.is_some())
+            {
+                return Err(err(
+                    0..0,
+                    "aws.access_key_id".into(),
+                    "give both access_key_id and secret_access_key(_env), or neither (standard chain)"
+                        .into(),
+                ));
+            }
+            if aws.timeout_secs == 0 || aws.sdk_max_attempts == 0 {
+                return Err(err(
+                    0..0,
+                    "aws.timeout_secs / aws.sdk_max_attempts".into(),
+                    "must be > 0".into(),
+                ));
+            }
+            let limits = Limits {
+                max_pattern_chars: self.patterns.max_pattern_chars,
+                ..Limits::default()
+            };
+            for (i, r) in aws.rules.iter().enumerate() {
+                let key = |k: &str| format!("aws.rules[{i}].{k}");
+                if !valid_name(&r.name, 64) {
+                    return Err(err(
+                        0..0,
+                        key("name"),
+                        "must be 1–64 characters of [A-Za-z0-9._-]".into(),
+                    ));
+                }
+                if let Some(p) = &r.event_pattern {
+                    let json = match p {
+                        toml::Value::String(s) => s.clone(),
+                        v => toml_to_json(v).to_string(),
+                    };
+                    Pattern::parse(&json, &limits)
+                        .map_err(|e| err(0..0, key("event_pattern"), e.to_string()))?;
+                } else {
+                    return Err(err(
+                        0..0,
+                        key("event_pattern"),
+                        "an AWS rule needs an event pattern".into(),
+                    ));
+                }
+                if r.targets.len() > 5 {
+                    return Err(err(
+                        0..0,
+                        key("targets"),
+                        "at most 5 targets per rule".into(),
+                    ));
+                }
+                for (j, t) in r.targets.iter().enumerate() {
+                    if !t.arn.starts_with("arn:") {
+                        return Err(err(
+                            0..0,
+                            format!("aws.rules[{i}].targets[{j}].arn"),
+                            format!("{:?}: an AWS rule target needs an ARN", t.arn),
+                        ));
+                    }
+                }
+            }
+        }
+
         let mut target_names = HashSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let span = t.span();
@@ -1048,8 +1223,30 @@ impl Config {
             if !(1..=1000).contains(&t.batch_size) {
                 return Err(err(span, key("batch_size"), "must be 1–1000".into()));
             }
-            if let TargetKind::Http(h) = &t.kind {
-                validate_http_target(h).map_err(|(k, m)| err(span.clone(), key(k), m))?;
+            match &t.kind {
+                TargetKind::Http(h) => {
+                    validate_http_target(h).map_err(|(k, m)| err(span.clone(), key(k), m))?;
+                }
+                TargetKind::Eventbridge(_) | TargetKind::Sqs(_) | TargetKind::S3(_) => {
+                    validate_aws_target(&t.kind).map_err(|(k, m)| err(span.clone(), key(k), m))?;
+                }
+                TargetKind::File { .. } | TargetKind::Stdout => {}
+            }
+            if let Some(cc) = &t.claim_check {
+                if cc.store.starts_with("s3://") && !config_aws::AWS_BUILT_IN {
+                    return Err(err(
+                        span,
+                        key("claim_check.store"),
+                        config_aws::not_built("an s3:// claim-check store"),
+                    ));
+                }
+                if cc.max_bytes == Some(0) {
+                    return Err(err(
+                        span,
+                        key("claim_check.max_bytes"),
+                        "must be > 0".into(),
+                    ));
+                }
             }
         }
 
@@ -1174,11 +1371,38 @@ impl Config {
                     t.input_transformer.as_ref(),
                 )
                 .map_err(|e| err(span.clone(), tkey("input"), e.to_string()))?;
+                if let Some(d) = &t.dead_letter_config {
+                    if !config_aws::AWS_BUILT_IN {
+                        return Err(err(
+                            span,
+                            tkey("dead_letter_config"),
+                            config_aws::not_built("an SQS dead-letter queue"),
+                        ));
+                    }
+                    if d.arn.ends_with(".fifo") {
+                        return Err(err(
+                            span,
+                            tkey("dead_letter_config.arn"),
+                            "a dead-letter queue must be a standard queue (EventBridge refuses FIFO)".into(),
+                        ));
+                    }
+                    if !(d.arn.starts_with("arn:aws") && d.arn.contains(":sqs:")
+                        || d.arn.starts_with("https://")
+                        || d.arn.starts_with("http://"))
+                    {
+                        return Err(err(
+                            span,
+                            tkey("dead_letter_config.arn"),
+                            format!("{:?}: expected an SQS queue ARN or URL", d.arn),
+                        ));
+                    }
+                }
                 targets.push(ValidRuleTarget {
                     id: t.id.clone(),
                     target: t.arn.clone(),
                     input,
                     retry: rp,
+                    dead_letter_queue: t.dead_letter_config.as_ref().map(|d| d.arn.clone()),
                 });
             }
             rules.push(ValidRule {
@@ -1204,6 +1428,53 @@ fn valid_name(s: &str, max: usize) -> bool {
         && s.len() <= max
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn validate_aws_target(kind: &TargetKind) -> Result<(), (&'static str, String)> {
+    if !config_aws::AWS_BUILT_IN {
+        return Err(("type", config_aws::not_built("this target type")));
+    }
+    match kind {
+        TargetKind::Eventbridge(e) => {
+            if e.arn.is_empty() {
+                return Err(("arn", "needs the event bus name or ARN".into()));
+            }
+            if !(1..=1024 * 1024).contains(&e.max_request_bytes) {
+                return Err((
+                    "max_request_bytes",
+                    "must be 1–1048576 (AWS's PutEvents limit; 262144 for the old quota)".into(),
+                ));
+            }
+        }
+        TargetKind::Sqs(q) => {
+            if q.queue.is_empty() {
+                return Err(("queue", "needs the queue URL or ARN".into()));
+            }
+            if !(1..=1024 * 1024).contains(&q.max_message_bytes) {
+                return Err(("max_message_bytes", "must be 1–1048576".into()));
+            }
+            if let Some(t) = &q.message_group_template {
+                config_aws::check_template(t).map_err(|m| ("message_group_template", m))?;
+            }
+        }
+        TargetKind::S3(b) => {
+            if b.bucket.is_empty() {
+                return Err(("bucket", "needs the bucket name".into()));
+            }
+            if b.layout != "object" && b.layout != "ndjson" {
+                return Err((
+                    "layout",
+                    format!("{:?}: expected \"object\" or \"ndjson\"", b.layout),
+                ));
+            }
+            config_aws::check_template(&b.key_template).map_err(|m| ("key_template", m))?;
+            if b.window_secs == 0 || b.window_secs > 3600 {
+                return Err(("window_secs", "must be 1–3600".into()));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn validate_http_target(h: &HttpTargetConfig) -> Result<(), (&'static str, String)> {
@@ -1430,6 +1701,69 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../switchboard.example.toml");
         let loaded = Config::load(&path).expect("switchboard.example.toml is valid");
         assert!(loaded.rules.len() >= 2);
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn aws_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/aws.toml");
+        let loaded = Config::load(&path).expect("examples/aws.toml is valid");
+        assert_eq!(loaded.config.dedup.backend, DedupBackend::Dynamodb);
+        assert_eq!(loaded.config.aws.as_ref().map(|a| a.rules.len()), Some(1));
+        assert_eq!(
+            loaded.rules[0].targets[0].dead_letter_queue.as_deref(),
+            Some("arn:aws:sqs:us-east-1:123456789012:switchboard-bus-dlq")
+        );
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn aws_settings_are_checked_with_the_key_path() {
+        let eb = "[[targets]]\nname = \"b\"\ntype = \"eventbridge\"\narn = \"bus\"\n";
+        check_err(
+            &format!("{eb}max_request_bytes = 2000000\n"),
+            &["targets[0].max_request_bytes", "1048576"],
+        );
+        check_err(
+            "[[targets]]\nname = \"s\"\ntype = \"s3\"\nbucket = \"b\"\nlayout = \"csv\"\n",
+            &["targets[0].layout", "ndjson"],
+        );
+        check_err(
+            "[[targets]]\nname = \"s\"\ntype = \"s3\"\nbucket = \"b\"\nkey_template = \"a/{b\"\n",
+            &["targets[0].key_template", "unclosed"],
+        );
+        check_err(
+            &format!(
+                "{eb}[[rules]]\nname = \"r\"\n[[rules.targets]]\nid = \"b\"\narn = \"b\"\nDeadLetterConfig = {{ Arn = \"arn:aws:sqs:us-east-1:1:d.fifo\" }}\n"
+            ),
+            &["rules[0].targets[0].dead_letter_config.arn", "FIFO"],
+        );
+        check_err(
+            &format!(
+                "{eb}[[rules]]\nname = \"r\"\n[[rules.targets]]\nid = \"b\"\narn = \"b\"\nDeadLetterConfig = {{ Arn = \"my-dlq\" }}\n"
+            ),
+            &["dead_letter_config.arn", "ARN or URL"],
+        );
+        check_err(
+            "[[sources]]\nname = \"q\"\ntype = \"sqs\"\n",
+            &["sources[0].sqs", "queue"],
+        );
+        check_err(
+            "[[sources]]\nname = \"q\"\ntype = \"sqs\"\nsqs = { queue = \"u\", max_messages = 11 }\n",
+            &["sources[0].sqs.max_messages", "1–10"],
+        );
+        check_err(
+            "[dedup]\nbackend = \"dynamodb\"\nlease_secs = 0\n",
+            &["dedup.table / dedup.lease_secs"],
+        );
+        check_err(
+            "[aws]\naccess_key_id = \"AKIA\"\n",
+            &["aws.access_key_id", "secret_access_key"],
+        );
+        check_err(
+            "[aws]\n[[aws.rules]]\nName = \"r\"\nEventPattern = '{\"source\": [{\"bogus\": 1}]}'\n",
+            &["aws.rules[0].event_pattern", "InvalidEventPatternException"],
+        );
     }
 
     #[test]

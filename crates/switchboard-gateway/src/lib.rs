@@ -15,7 +15,11 @@
 //! their acks, lets each worker finish the batch in hand, then closes the store.
 
 pub mod admin;
+#[cfg(feature = "aws")]
+pub mod aws_rt;
+pub mod claim_check;
 pub mod config;
+mod config_aws;
 pub mod delivery;
 pub mod error;
 pub mod genesys_source;
@@ -23,6 +27,8 @@ pub mod ingest;
 pub mod pipeline;
 pub mod routing;
 pub mod server;
+#[cfg(feature = "aws")]
+pub mod sqs_source;
 pub mod telemetry;
 
 use std::collections::HashMap;
@@ -92,6 +98,12 @@ pub struct AppState {
     /// Running Genesys notification sources (name, live view), for the admin API.
     pub genesys_sources:
         std::sync::OnceLock<Vec<(String, switchboard_genesys::notifications::SourceView)>>,
+    /// The DynamoDB dedup shared by replicas (`dedup.backend = "dynamodb"`).
+    #[cfg(feature = "aws")]
+    pub shared_dedup: Option<aws_rt::SharedDedup>,
+    /// AWS clients, when anything in the configuration uses AWS.
+    #[cfg(feature = "aws")]
+    pub aws: Option<Arc<aws_rt::AwsRuntime>>,
 }
 
 /// Overrides from the command line.
@@ -160,10 +172,17 @@ impl Gateway {
         let mut generated = Vec::new();
         let mut sources = Vec::new();
         let mut genesys_specs = Vec::new();
+        #[cfg(feature = "aws")]
+        let mut sqs_specs = Vec::new();
         for s in &cfg.sources {
             let s = s.get_ref();
             if s.kind == config::SOURCE_GENESYS_NOTIFICATIONS {
                 genesys_specs.push(s.clone());
+                continue;
+            }
+            #[cfg(feature = "aws")]
+            if s.kind == config::SOURCE_SQS {
+                sqs_specs.push(s.clone());
                 continue;
             }
             let (rt, gen_secret) =
@@ -171,11 +190,48 @@ impl Gateway {
             generated.extend(gen_secret);
             sources.push(Arc::new(rt));
         }
+        #[cfg(feature = "aws")]
+        let aws = if aws_rt::needed(cfg) {
+            Some(Arc::new(
+                aws_rt::AwsRuntime::new(cfg.aws.as_ref())
+                    .await
+                    .map_err(|e| GatewayError::Setup(format!("aws: {e}")))?,
+            ))
+        } else {
+            None
+        };
+        #[cfg(feature = "aws")]
+        let shared_dedup = match (&aws, cfg.dedup.backend) {
+            (Some(a), config::DedupBackend::Dynamodb) => {
+                let owner = aws_rt::replica_owner(&data_dir, cfg.dedup.owner.as_deref()).map_err(
+                    |source| GatewayError::Io {
+                        path: data_dir.join("replica-id"),
+                        source,
+                    },
+                )?;
+                tracing::info!(table = %cfg.dedup.table, %owner, "shared dedup in DynamoDB");
+                Some(aws_rt::SharedDedup {
+                    table: switchboard_aws::dynamo::DynamoDedup::new(
+                        a.clients.dynamodb.clone(),
+                        cfg.dedup.table.clone(),
+                        owner,
+                        Duration::from_secs(cfg.dedup.lease_secs),
+                    ),
+                })
+            }
+            _ => None,
+        };
         let mut targets = HashMap::new();
         for t in &cfg.targets {
             let t = t.get_ref();
-            let rt = TargetRuntime::new(t, &data_dir)
-                .map_err(|e| GatewayError::Setup(format!("target {:?}: {e}", t.name)))?;
+            let rt = TargetRuntime::build(
+                t,
+                &data_dir,
+                #[cfg(feature = "aws")]
+                aws.clone(),
+            )
+            .await
+            .map_err(|e| GatewayError::Setup(format!("target {:?}: {e}", t.name)))?;
             targets.insert(t.name.clone(), Arc::new(rt));
         }
         let targets: Targets = Arc::new(targets);
@@ -213,6 +269,10 @@ impl Gateway {
             admin_token,
             metrics: telemetry::init(),
             genesys_sources: std::sync::OnceLock::new(),
+            #[cfg(feature = "aws")]
+            shared_dedup,
+            #[cfg(feature = "aws")]
+            aws: aws.clone(),
         });
 
         audit_start(&state).await?;
@@ -236,6 +296,22 @@ impl Gateway {
             )));
         }
         workers.push(tokio::spawn(maintenance(state.clone())));
+        #[cfg(feature = "aws")]
+        for s in sqs_specs {
+            let (Some(a), Some(q)) = (&aws, s.sqs.clone()) else {
+                return Err(GatewayError::Setup(format!(
+                    "source {:?}: an sqs source needs sqs settings",
+                    s.name
+                )));
+            };
+            workers.push(tokio::spawn(sqs_source::run(
+                state.clone(),
+                a.clone(),
+                pipeline::PipelineSource::from_config(&s, cfg.dedup.window_secs),
+                q,
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), sources = sources.len(), targets = targets.len(), rules = router.rules().len(), "switchboard listening");
         Ok(Gateway {
             local_addr,

@@ -68,6 +68,13 @@ pub enum Rejection {
     /// The store refuses writes (fail-stop after an I/O error).
     #[error("the event store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// Another replica holds a pending claim on this event's dedup key: retry shortly, by which
+    /// time it is either persisted (then a duplicate) or released.
+    #[error("another replica is processing this event; retry later")]
+    ClaimedElsewhere,
+    /// The shared dedup table cannot be reached: without it duplicates cannot be ruled out.
+    #[error("the shared dedup table is unavailable: {0}")]
+    DedupUnavailable(String),
     /// A bug or an impossible clock.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,6 +99,14 @@ impl Rejection {
             Rejection::StoreUnavailable(_) => ApiError::unavailable(
                 "store_unavailable",
                 "the event store is unavailable",
+                retry_after,
+            ),
+            Rejection::ClaimedElsewhere => {
+                ApiError::unavailable("in_progress", self.to_string(), retry_after)
+            }
+            Rejection::DedupUnavailable(_) => ApiError::unavailable(
+                "dedup_unavailable",
+                "the shared dedup table is unavailable",
                 retry_after,
             ),
             Rejection::Internal(e) => ApiError::internal(e),
@@ -133,6 +148,27 @@ pub async fn accept(
         tracing::warn!(rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; no delivery for this target");
     }
     let targets: Vec<String> = deliveries.iter().map(|d| d.target.clone()).collect();
+    #[cfg(feature = "aws")]
+    let shared = match (&app.shared_dedup, &normalized.dedup_key) {
+        (Some(sd), Some(key)) => {
+            use switchboard_aws::dynamo::Claim;
+            match sd.table.claim(key, &normalized.id).await {
+                Ok(Claim::New) => Some((sd, key.clone())),
+                Ok(Claim::Duplicate { original_id }) => {
+                    return Ok(Accepted {
+                        id: original_id,
+                        duplicate: true,
+                    });
+                }
+                Ok(Claim::Busy) => return Err(Rejection::ClaimedElsewhere),
+                Err(e) => {
+                    tracing::error!(error = %e, "shared dedup claim failed");
+                    return Err(Rejection::DedupUnavailable(e.to_string()));
+                }
+            }
+        }
+        _ => None,
+    };
     let event = NewEvent {
         id: normalized.id.clone(),
         source: source.name.clone(),
@@ -144,7 +180,12 @@ pub async fn accept(
         envelope: envelope_json,
         deliveries,
     };
-    match app.store.ingest(event).await {
+    let result = app.store.ingest(event).await;
+    #[cfg(feature = "aws")]
+    if let Some((sd, key)) = shared {
+        settle_shared_claim(sd, &key, &normalized.id, &result, source.dedup_ttl_ms).await;
+    }
+    match result {
         Ok(IngestOutcome::Stored) => {
             wake(&app.targets, targets.iter().map(String::as_str));
             Ok(Accepted {
@@ -162,5 +203,38 @@ pub async fn accept(
             tracing::error!(error = %e, "store refused the event");
             Err(Rejection::StoreUnavailable(e.to_string()))
         }
+    }
+}
+
+/// Commits the shared claim once the event is durable here (or was already), releases it when
+/// the store refused the event so the sender's retry is not answered "busy" for a whole lease.
+#[cfg(feature = "aws")]
+async fn settle_shared_claim(
+    sd: &crate::aws_rt::SharedDedup,
+    key: &str,
+    event_id: &str,
+    result: &Result<IngestOutcome, StoreError>,
+    ttl_ms: i64,
+) {
+    let window = std::time::Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+    let id = match result {
+        Ok(IngestOutcome::Stored) => event_id,
+        Ok(IngestOutcome::Duplicate { original_id }) => original_id.as_str(),
+        Err(_) => {
+            if let Err(e) = sd.table.release(key).await {
+                tracing::warn!(error = %e, "releasing a shared dedup claim failed; it expires with its lease");
+            }
+            return;
+        }
+    };
+    match sd.table.commit(key, id, window).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            key,
+            "another replica took this dedup key over after our lease ran out; both copies are persisted"
+        ),
+        // The event is durable: acknowledge it. The pending claim expires with its lease, after
+        // which a redelivery to another replica is persisted there too (a duplicate, not a loss).
+        Err(e) => tracing::error!(error = %e, "committing a shared dedup claim failed"),
     }
 }

@@ -79,6 +79,14 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// The SQS dead-letter queue of a (rule, target) pair, if it has one.
+    pub fn dead_letter_queue(&self, rule: &str, target: &str) -> Option<&str> {
+        self.by_name
+            .get(rule)
+            .and_then(|&i| self.rules[i].targets.iter().find(|t| t.target == target))
+            .and_then(|t| t.dead_letter_queue.as_deref())
+    }
+
     /// Deliveries for one normalized envelope (`envelope_json` is its serialization). Transformation failures are returned apart so the
     /// caller can count and log them; they do not stop the other targets.
     pub fn route(

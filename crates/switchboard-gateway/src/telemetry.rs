@@ -81,3 +81,12 @@ pub fn depths(
             .set(dlq.get(t).copied().unwrap_or(0) as f64);
     }
 }
+
+/// Batched AWS calls made by a target (`PutEvents`) and the entries they carried: their ratio is
+/// the batching efficiency.
+pub fn aws_batches(target: &str, calls: u64, entries: u64) {
+    metrics::counter!("switchboard_aws_batch_calls_total", "target" => target.to_string())
+        .increment(calls);
+    metrics::counter!("switchboard_aws_batch_entries_total", "target" => target.to_string())
+        .increment(entries);
+}

@@ -20,6 +20,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "aws")]
+use crate::aws_rt::AwsRuntime;
+use crate::claim_check::{BlobStore, ClaimChecker};
 use crate::config::{TargetConfig, TargetKind};
 use crate::routing::Router;
 use crate::telemetry;
@@ -38,6 +41,15 @@ pub enum Sender {
     File(FileSink),
     /// Print lines.
     Stdout,
+    /// EventBridge `PutEvents`.
+    #[cfg(feature = "aws")]
+    EventBridge(switchboard_aws::eventbridge::EventBridgeSender),
+    /// SQS `SendMessageBatch`.
+    #[cfg(feature = "aws")]
+    Sqs(switchboard_aws::sqs::SqsSender),
+    /// S3 objects.
+    #[cfg(feature = "aws")]
+    S3(switchboard_aws::s3::S3Sender),
 }
 
 /// An append-only JSONL file.
@@ -114,12 +126,162 @@ pub struct TargetRuntime {
     pub batch_size: usize,
     /// Woken when new deliveries are enqueued.
     pub notify: Notify,
+    /// How long to wait for a partial batch to fill.
+    pub linger: Duration,
+    /// Large events are stored aside and replaced by a pointer.
+    pub claim_check: Option<ClaimChecker>,
+    /// For SQS dead-letter queues.
+    #[cfg(feature = "aws")]
+    pub aws: Option<Arc<AwsRuntime>>,
+}
+
+#[cfg(feature = "aws")]
+fn from_outcome(o: switchboard_aws::Outcome) -> Attempt {
+    match o {
+        switchboard_aws::Outcome::Delivered => Attempt::Delivered,
+        switchboard_aws::Outcome::Retryable { code, message } => Attempt::Retryable {
+            code,
+            message,
+            retry_after: None,
+        },
+        switchboard_aws::Outcome::Fatal { code, message } => Attempt::Fatal { code, message },
+    }
 }
 
 impl TargetRuntime {
     /// Builds a target from its configuration; relative file paths are under `data_dir`.
-    pub fn new(cfg: &TargetConfig, data_dir: &std::path::Path) -> Result<Self, String> {
-        let (sender, kind) = match &cfg.kind {
+    /// AWS targets need `aws` (and resolve queue ARNs to URLs here, once).
+    pub async fn build(
+        cfg: &TargetConfig,
+        data_dir: &std::path::Path,
+        #[cfg(feature = "aws")] aws: Option<Arc<AwsRuntime>>,
+    ) -> Result<Self, String> {
+        #[cfg(feature = "aws")]
+        let aws_clients = aws.as_ref().map(|a| &a.clients);
+        let (sender, kind, default_linger, limit) = match &cfg.kind {
+            #[cfg(feature = "aws")]
+            TargetKind::Eventbridge(e) => {
+                let a = aws.as_ref().ok_or("no AWS clients")?;
+                let settings = switchboard_aws::eventbridge::EventBridgeSettings {
+                    bus: e.arn.clone(),
+                    max_request_bytes: e.max_request_bytes,
+                    concurrency: cfg.concurrency,
+                    source: e.source.clone(),
+                    detail_type: e.detail_type.clone(),
+                };
+                (
+                    Sender::EventBridge(switchboard_aws::eventbridge::EventBridgeSender::new(
+                        a.clients.eventbridge.clone(),
+                        settings,
+                    )),
+                    "eventbridge",
+                    Duration::from_millis(20),
+                    Some(e.max_request_bytes),
+                )
+            }
+            #[cfg(feature = "aws")]
+            TargetKind::Sqs(q) => {
+                let a = aws.as_ref().ok_or("no AWS clients")?;
+                let queue_url = a.queue_url(&q.queue).await?;
+                let message_group = q
+                    .message_group_template
+                    .as_deref()
+                    .map(switchboard_aws::template::Template::parse)
+                    .transpose()?;
+                let settings = switchboard_aws::sqs::SqsSettings {
+                    queue_url,
+                    message_group,
+                    max_bytes: q.max_message_bytes,
+                    concurrency: cfg.concurrency,
+                };
+                (
+                    Sender::Sqs(switchboard_aws::sqs::SqsSender::new(
+                        a.clients.sqs.clone(),
+                        settings,
+                    )),
+                    "sqs",
+                    Duration::from_millis(20),
+                    Some(q.max_message_bytes),
+                )
+            }
+            #[cfg(feature = "aws")]
+            TargetKind::S3(b) => {
+                let a = aws.as_ref().ok_or("no AWS clients")?;
+                let t = switchboard_aws::template::Template::parse(&b.key_template)?;
+                let (layout, linger) = if b.layout == "ndjson" {
+                    (
+                        switchboard_aws::s3::S3Layout::Ndjson(t),
+                        Duration::from_secs(b.window_secs),
+                    )
+                } else {
+                    (switchboard_aws::s3::S3Layout::Object(t), Duration::ZERO)
+                };
+                let settings = switchboard_aws::s3::S3Settings {
+                    bucket: b.bucket.clone(),
+                    layout,
+                    concurrency: cfg.concurrency,
+                };
+                (
+                    Sender::S3(switchboard_aws::s3::S3Sender::new(
+                        a.clients.s3.clone(),
+                        settings,
+                    )),
+                    "s3",
+                    linger,
+                    None,
+                )
+            }
+            #[cfg(not(feature = "aws"))]
+            TargetKind::Eventbridge(_) | TargetKind::Sqs(_) | TargetKind::S3(_) => {
+                return Err("this binary was built without the aws feature".into());
+            }
+            other => {
+                let (sender, kind) = Self::local_sender(other, data_dir)?;
+                (sender, kind, Duration::ZERO, None)
+            }
+        };
+        let claim_check = match &cfg.claim_check {
+            None => None,
+            Some(cc) => {
+                let store = BlobStore::from_setting(
+                    &cc.store,
+                    data_dir,
+                    #[cfg(feature = "aws")]
+                    aws_clients,
+                )?;
+                let max_bytes = cc
+                    .max_bytes
+                    .or(limit)
+                    .ok_or("claim_check.max_bytes is required for targets without a size limit")?;
+                Some(ClaimChecker {
+                    max_bytes,
+                    store,
+                    summary_fields: cc.summary_fields.clone(),
+                })
+            }
+        };
+        Ok(TargetRuntime {
+            name: cfg.name.clone(),
+            kind,
+            sender,
+            concurrency: cfg.concurrency,
+            batch_size: cfg.batch_size,
+            notify: Notify::new(),
+            linger: cfg
+                .linger_ms
+                .map(Duration::from_millis)
+                .unwrap_or(default_linger),
+            claim_check,
+            #[cfg(feature = "aws")]
+            aws,
+        })
+    }
+
+    fn local_sender(
+        kind: &TargetKind,
+        data_dir: &std::path::Path,
+    ) -> Result<(Sender, &'static str), String> {
+        Ok(match kind {
             TargetKind::Http(h) => (Sender::Http(http::HttpSender::new(h)?), "http"),
             TargetKind::File { path } => (
                 Sender::File(FileSink {
@@ -129,19 +291,108 @@ impl TargetRuntime {
                 "file",
             ),
             TargetKind::Stdout => (Sender::Stdout, "stdout"),
-        };
-        Ok(TargetRuntime {
-            name: cfg.name.clone(),
-            kind,
-            sender,
-            concurrency: cfg.concurrency,
-            batch_size: cfg.batch_size,
-            notify: Notify::new(),
+            _ => return Err("not a local target kind".into()),
         })
     }
 
+    /// The size a claim-check compares with the limit: the PutEvents entry size for
+    /// EventBridge, the payload bytes otherwise.
+    fn measure(&self, payload: &str) -> usize {
+        #[cfg(feature = "aws")]
+        if let Sender::EventBridge(eb) = &self.sender
+            && let Ok(e) = switchboard_aws::eventbridge::prepare(payload, eb.settings())
+        {
+            return e.size;
+        }
+        payload.len()
+    }
+
+    /// Claim-checks what is too large, then sends; one attempt per item, in order.
     async fn attempt_batch(&self, items: &[Delivery]) -> Vec<Attempt> {
+        let Some(cc) = &self.claim_check else {
+            return self.send_batch(items).await;
+        };
+        let mut pre: Vec<Option<Attempt>> = vec![None; items.len()];
+        let mut replaced: Vec<Option<String>> = vec![None; items.len()];
+        for (i, d) in items.iter().enumerate() {
+            match cc.check(&d.payload, self.measure(&d.payload)).await {
+                Ok(r) => replaced[i] = r,
+                Err(e) => {
+                    pre[i] = Some(Attempt::Retryable {
+                        code: "CLAIM_CHECK_FAILED".into(),
+                        message: e,
+                        retry_after: None,
+                    })
+                }
+            }
+        }
+        if pre.iter().all(Option::is_none) && replaced.iter().all(Option::is_none) {
+            return self.send_batch(items).await;
+        }
+        let mut send: Vec<Delivery> = Vec::new();
+        for (i, d) in items.iter().enumerate() {
+            if pre[i].is_none() {
+                let mut d = d.clone();
+                if let Some(p) = replaced[i].take() {
+                    d.payload = p;
+                }
+                send.push(d);
+            }
+        }
+        let mut sent = self.send_batch(&send).await.into_iter();
+        pre.into_iter()
+            .map(|p| match p {
+                Some(a) => a,
+                None => sent.next().unwrap_or(Attempt::Retryable {
+                    code: "INTERNAL".into(),
+                    message: "no attempt result".into(),
+                    retry_after: None,
+                }),
+            })
+            .collect()
+    }
+
+    async fn send_batch(&self, items: &[Delivery]) -> Vec<Attempt> {
+        if items.is_empty() {
+            return Vec::new();
+        }
         match &self.sender {
+            #[cfg(feature = "aws")]
+            Sender::EventBridge(eb) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let payloads: Vec<&str> = items.iter().map(|d| d.payload.as_str()).collect();
+                let (calls, entries) =
+                    (eb.stats.calls.load(Relaxed), eb.stats.entries.load(Relaxed));
+                let out = eb.send(&payloads).await;
+                telemetry::aws_batches(
+                    &self.name,
+                    eb.stats.calls.load(Relaxed).saturating_sub(calls),
+                    eb.stats.entries.load(Relaxed).saturating_sub(entries),
+                );
+                out.into_iter().map(from_outcome).collect()
+            }
+            #[cfg(feature = "aws")]
+            Sender::Sqs(q) => {
+                let msgs: Vec<switchboard_aws::sqs::OutMessage<'_>> = items
+                    .iter()
+                    .map(|d| switchboard_aws::sqs::OutMessage {
+                        body: &d.payload,
+                        id: &d.event_id,
+                    })
+                    .collect();
+                q.send(&msgs).await.into_iter().map(from_outcome).collect()
+            }
+            #[cfg(feature = "aws")]
+            Sender::S3(b) => {
+                let its: Vec<switchboard_aws::s3::S3Item<'_>> = items
+                    .iter()
+                    .map(|d| switchboard_aws::s3::S3Item {
+                        body: &d.payload,
+                        id: &d.event_id,
+                    })
+                    .collect();
+                b.send(&its).await.into_iter().map(from_outcome).collect()
+            }
             Sender::File(f) => {
                 let a = f.write_batch(items).await;
                 vec![a; items.len()]
@@ -226,6 +477,19 @@ pub async fn run_worker(
                 continue;
             }
         };
+        // A partial batch waits `linger` once for more, so AWS calls carry full batches.
+        let due = if !due.is_empty() && due.len() < target.batch_size && !target.linger.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(target.linger) => {}
+                _ = cancel.cancelled() => {}
+            }
+            match store.due(&target.name, now_ms(), target.batch_size).await {
+                Ok(more) if more.len() >= due.len() => more,
+                _ => due,
+            }
+        } else {
+            due
+        };
         if due.is_empty() {
             let wait = match store.next_due_at(&target.name).await {
                 Ok(Some(at)) => {
@@ -256,7 +520,7 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
                 exhausted_condition: Some("MaximumEventAgeInSeconds".into()),
                 retry_attempts: d.attempts.saturating_sub(1),
             };
-            dead_letter(store, target, &d, info).await;
+            dead_letter(store, router, target, &d, info).await;
         } else {
             send.push(d);
         }
@@ -317,7 +581,7 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
                     exhausted_condition: exhausted.map(String::from),
                     retry_attempts,
                 };
-                dead_letter(store, target, d, info).await;
+                dead_letter(store, router, target, d, info).await;
             }
         }
     }
@@ -329,7 +593,44 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
     }
 }
 
-async fn dead_letter(store: &Store, target: &TargetRuntime, d: &Delivery, info: DeadLetterInfo) {
+async fn dead_letter(
+    store: &Store,
+    router: &Router,
+    target: &TargetRuntime,
+    d: &Delivery,
+    info: DeadLetterInfo,
+) {
+    #[cfg(feature = "aws")]
+    let info = match (router.dead_letter_queue(&d.rule, &d.target), &target.aws) {
+        (Some(queue), Some(aws)) => {
+            match send_sqs_dead_letter(aws, router, queue, d, &info).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        target = %target.name, rule = %d.rule, event = %d.event_id,
+                        code = %info.error_code, queue = %queue,
+                        "delivery sent to the SQS dead-letter queue"
+                    );
+                    telemetry::dead_lettered(&target.name);
+                    if let Err(e) = store.complete(vec![d.seq]).await {
+                        tracing::error!(target = %target.name, error = %e, "completing a dead-lettered delivery failed; it may be dead-lettered twice");
+                    }
+                    return;
+                }
+                // The SQS DLQ is unreachable: keep the letter in the embedded DLQ rather than
+                // lose it, and say why in its message.
+                Err(e) => DeadLetterInfo {
+                    error_message: format!(
+                        "{} (the SQS dead-letter queue failed: {e})",
+                        info.error_message
+                    ),
+                    ..info
+                },
+            }
+        }
+        _ => info,
+    };
+    #[cfg(not(feature = "aws"))]
+    let _ = router;
     tracing::warn!(
         target = %target.name, rule = %d.rule, event = %d.event_id,
         code = %info.error_code, exhausted = ?info.exhausted_condition,
@@ -345,4 +646,27 @@ async fn dead_letter(store: &Store, target: &TargetRuntime, d: &Delivery, info: 
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(feature = "aws")]
+async fn send_sqs_dead_letter(
+    aws: &AwsRuntime,
+    router: &Router,
+    queue: &str,
+    d: &Delivery,
+    info: &DeadLetterInfo,
+) -> Result<(), String> {
+    let url = aws.queue_url(queue).await?;
+    let rule_arn = router.rule_arn(&d.rule);
+    let attrs = switchboard_aws::sqs::DeadLetterAttributes {
+        rule_arn: &rule_arn,
+        target_arn: &d.target,
+        error_code: &info.error_code,
+        error_message: &info.error_message,
+        exhausted_retry_condition: info.exhausted_condition.as_deref(),
+        retry_attempts: info.retry_attempts,
+    };
+    switchboard_aws::sqs::send_dead_letter(&aws.clients.sqs, &url, &d.payload, &attrs)
+        .await
+        .map_err(|e| e.to_string())
 }

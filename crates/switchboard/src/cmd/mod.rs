@@ -1,6 +1,9 @@
 //! Command definitions (clap) and dispatch.
 
 mod admin_client;
+#[cfg(feature = "aws")]
+mod aws;
+mod claim_check;
 mod config_check;
 mod dlq;
 mod genesys;
@@ -44,6 +47,17 @@ enum Command {
         #[command(subcommand)]
         command: genesys::GenesysCommand,
     },
+    /// AWS as code: plan and apply the queues, buckets, dedup table, bus, rules and targets.
+    #[cfg(feature = "aws")]
+    Aws {
+        #[command(subcommand)]
+        command: aws::AwsCommand,
+    },
+    /// Fetch claim-checked events.
+    ClaimCheck {
+        #[command(subcommand)]
+        command: claim_check::ClaimCheckCommand,
+    },
     /// Test an event pattern against an event, like `aws events test-event-pattern`.
     TestPattern(pattern::TestPatternArgs),
     /// Apply Input / InputPath / InputTransformer to an event.
@@ -61,6 +75,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args),
         Command::Dlq { command } => dlq::run(command),
         Command::Genesys { command } => genesys::run(command),
+        #[cfg(feature = "aws")]
+        Command::Aws { command } => aws::run(command),
+        Command::ClaimCheck { command } => claim_check::run(command),
         Command::TestPattern(args) => pattern::test_pattern(&args),
         Command::Transform(args) => pattern::transform(&args),
         Command::Match(args) => pattern::match_events(&args),
