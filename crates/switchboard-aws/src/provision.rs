@@ -1050,6 +1050,26 @@ fn to_target(t: &TargetSpec) -> Result<Target, AwsError> {
     b.build().map_err(|e| AwsError::Invalid(e.to_string()))
 }
 
+/// A `PutTargets`/`RemoveTargets` entry that failed (the two SDK result types differ).
+fn failed_target(
+    operation: &'static str,
+    rule: &str,
+    code: Option<&str>,
+    target: Option<&str>,
+    message: Option<&str>,
+) -> AwsError {
+    AwsError::Call {
+        operation,
+        code: code.unwrap_or("FailedEntry").to_owned(),
+        message: format!(
+            "rule {rule} target {}: {}",
+            target.unwrap_or("?"),
+            message.unwrap_or("")
+        ),
+        retryable: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1279,25 +1299,5 @@ mod tests {
         );
         assert_eq!(plan.changes[1].steps, vec![Step::PutRule]);
         assert!(plan.has_changes());
-    }
-}
-
-/// A `PutTargets`/`RemoveTargets` entry that failed (the two SDK result types differ).
-fn failed_target(
-    operation: &'static str,
-    rule: &str,
-    code: Option<&str>,
-    target: Option<&str>,
-    message: Option<&str>,
-) -> AwsError {
-    AwsError::Call {
-        operation,
-        code: code.unwrap_or("FailedEntry").to_owned(),
-        message: format!(
-            "rule {rule} target {}: {}",
-            target.unwrap_or("?"),
-            message.unwrap_or("")
-        ),
-        retryable: false,
     }
 }
