@@ -153,7 +153,14 @@ pub(crate) fn run(
         let shutdown_at = batch.iter().position(|c| matches!(c.op, Op::Shutdown));
         let tail = shutdown_at.map(|at| batch.split_off(at));
         if !batch.is_empty() {
+            // How long callers wait on the disk, and how much one fsync carries: the two numbers
+            // that explain ingest latency tails (`/metrics`).
+            let started = std::time::Instant::now();
+            let commands = batch.len();
             process_batch(&conn, &mut batch, &shared);
+            metrics::histogram!("switchboard_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("switchboard_store_commit_commands").record(commands as f64);
         }
         if let Some(tail) = tail {
             // Stop the checkpointer first so the final TRUNCATE checkpoint cannot find it
