@@ -80,9 +80,48 @@ run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/dup.txt" | sum
 RPS=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/sb.txt")
 HALF=$((RPS / 2))
 N=$((HALF * DUR))
+# The closed-loop runs above ingest faster than the file target delivers; measure the open loop
+# at steady state, not while the delivery backlog they left is being burnt down on the same core.
+t0=$(date +%s.%N)
+for _ in $(seq 600); do
+  depth=$(curl -s "http://127.0.0.1:$PORT_SB/admin/targets" | python3 -c 'import json,sys; print(sum(t["queue_depth"] for t in json.load(sys.stdin)["targets"]))')
+  [[ $depth == 0 ]] && break
+  sleep 0.1
+done
+echo "delivery backlog left by the closed-loop runs drained in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
 echo "== open loop: simulate at $HALF events/s (half of (a)) for ${DUR}s"
+metrics() { curl -s "http://127.0.0.1:$PORT_SB/metrics" > "$1"; }
+metrics "$WORK/m0.txt"
 taskset -c 1 "$SB" simulate --url "http://127.0.0.1:$PORT_SB/webhooks/genesys" --secret="$SECRET" \
   --rate "$HALF" --events "$N" | tee "$WORK/open.json"
+metrics "$WORK/m1.txt"
+# Where the open-loop latency goes, from the server's own histograms (difference over the run):
+# time in the ingest handler, and time per store commit (one fsync each).
+python3 - "$WORK/m0.txt" "$WORK/m1.txt" <<'PY'
+import re, sys
+def load(path):
+    h = {}
+    for line in open(path):
+        m = re.match(r'(switchboard_(?:ingest_ack|store_commit)_seconds)_bucket\{(?:.*,)?le="([^"]+)"\} (\S+)', line)
+        if m:
+            name, le, v = m.group(1), m.group(2), float(m.group(3))
+            h.setdefault(name, {}).setdefault(le, 0.0)
+            h[name][le] += v
+    return h
+a, b = load(sys.argv[1]), load(sys.argv[2])
+for name in sorted(b):
+    les = sorted(b[name], key=lambda x: float("inf") if x == "+Inf" else float(x))
+    cum = [(le, b[name][le] - a.get(name, {}).get(le, 0.0)) for le in les]
+    total = cum[-1][1]
+    if total <= 0:
+        continue
+    def q(p):
+        for le, c in cum:
+            if c >= p * total:
+                return le
+    over = {le: total - c for le, c in cum if le in ("0.01", "0.05", "0.1")}
+    print(f"{name}: n={int(total)} p50<={q(0.5)}s p99<={q(0.99)}s p99.9<={q(0.999)}s; over 10/50/100 ms: {int(over.get('0.01',0))}/{int(over.get('0.05',0))}/{int(over.get('0.1',0))}")
+PY
 echo "RSS at steady load: $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
 kill -TERM $SPID; wait $SPID || true
 

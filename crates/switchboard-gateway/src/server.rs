@@ -48,6 +48,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let serving = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let served = Arc::new(Served::default());
     let pending = Arc::new(Semaphore::new(limits.max_pending_connections.max(1)));
     let tracker = TaskTracker::new();
     let mut accept_backoff = Duration::from_millis(5);
@@ -78,6 +79,7 @@ pub async fn serve(
         let app = app.clone();
         let cancel = cancel.clone();
         let serving = serving.clone();
+        let served = served.clone();
         tracker.spawn(async move {
             // `peek` (not `readable`, whose readiness can be spurious) waits for a real byte.
             let mut probe = [0u8; 1];
@@ -89,14 +91,25 @@ pub async fn serve(
                 return;
             }
             drop(pending_permit);
-            let serving_permit = tokio::select! {
-                p = serving.acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = cancel.cancelled() => return,
+            let serving_permit = match serving.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Every slot is taken, most likely by keep-alive connections sitting idle
+                    // until their timeout: ask the longest-served one to finish its request
+                    // and close, so a waiting sender is not stalled for a whole idle timeout.
+                    served.reclaim_oldest();
+                    tokio::select! {
+                        p = serving.acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                        _ = cancel.cancelled() => return,
+                    }
+                }
             };
-            serve_connection(stream, app, limits.header_timeout, cancel).await;
+            let (id, yield_slot) = served.register();
+            serve_connection(stream, app, limits.header_timeout, cancel, &yield_slot).await;
+            served.unregister(id);
             drop(serving_permit);
         });
     }
@@ -104,11 +117,52 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Connections holding a serving slot, oldest first, each with the signal that asks it to close.
+#[derive(Default)]
+struct Served {
+    next_id: std::sync::atomic::AtomicU64,
+    conns: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+}
+
+impl Served {
+    fn register(&self) -> (u64, Arc<tokio::sync::Notify>) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = Arc::new(tokio::sync::Notify::new());
+        self.lock().push_back((id, n.clone()));
+        (id, n)
+    }
+
+    fn unregister(&self, id: u64) {
+        let mut q = self.lock();
+        if let Some(i) = q.iter().position(|(x, _)| *x == id) {
+            q.remove(i);
+        }
+    }
+
+    fn reclaim_oldest(&self) {
+        if let Some((_, n)) = self.lock().pop_front() {
+            metrics::counter!("switchboard_connections_reclaimed_total").increment(1);
+            n.notify_one();
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>
+    {
+        // The queue holds no invariant a panicking holder could break.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     app: axum::Router,
     header_timeout: Duration,
     cancel: CancellationToken,
+    yield_slot: &tokio::sync::Notify,
 ) {
     let service = TowerToHyperService::new(
         app.map_request(|req: hyper::Request<hyper::body::Incoming>| {
@@ -130,7 +184,13 @@ async fn serve_connection(
                 tracing::trace!(error = %e, "connection ended with an error");
             }
         }
-        _ = cancel.cancelled() => {
+        _ = async {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = yield_slot.notified() => {}
+            }
+        } => {
+            // Idle: closes now. Mid-request: answers it (with `connection: close`), then closes.
             conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {
                 tracing::trace!(error = %e, "connection ended with an error during shutdown");

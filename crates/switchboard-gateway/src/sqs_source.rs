@@ -19,6 +19,16 @@ use crate::config::SqsSourceConfig;
 use crate::pipeline::{self, PipelineSource, Rejection};
 use crate::telemetry;
 
+/// What became of one message.
+enum Handling {
+    /// Durable here (or a duplicate): delete it.
+    Taken,
+    /// Refused for now: leave it, visible again soon.
+    Transient,
+    /// Can never become an event: the dead-letter queue.
+    Poison(&'static str, String),
+}
+
 /// How soon a message refused for a transient reason is offered again.
 const TRANSIENT_RETRY: Duration = Duration::from_secs(2);
 
@@ -96,31 +106,47 @@ pub async fn run(
                 }
             })
         };
+        // The batch goes to the pipeline concurrently, so one group commit (one fsync) can
+        // take all of it.
+        let handled = futures::future::join_all(msgs.iter().map(|m| {
+            let (app, source) = (&app, &source);
+            async move {
+                let started = Instant::now();
+                let h = match serde_json::from_str::<serde_json::Value>(&m.body) {
+                    Err(e) => Handling::Poison("InvalidJson", e.to_string()),
+                    Ok(v) => match pipeline::accept(app, source, v, None).await {
+                        Ok(a) => {
+                            telemetry::ingest(
+                                &source.name,
+                                if a.duplicate { "duplicate" } else { "accepted" },
+                                started.elapsed(),
+                            );
+                            Handling::Taken
+                        }
+                        Err(Rejection::NotAnEvent(e)) => {
+                            Handling::Poison("NotAnEvent", e.to_string())
+                        }
+                        Err(r) => {
+                            telemetry::ingest(&source.name, "unavailable", started.elapsed());
+                            tracing::warn!(source = %source.name, error = %r, "event refused for now; the message stays in the queue");
+                            Handling::Transient
+                        }
+                    },
+                };
+                (started, h)
+            }
+        }))
+        .await;
         let mut done = Vec::new();
         let mut retry_soon = Vec::new();
-        for m in &msgs {
-            let started = Instant::now();
-            let parsed: Result<serde_json::Value, String> =
-                serde_json::from_str(&m.body).map_err(|e| e.to_string());
-            let outcome = match parsed {
-                Err(e) => Err(("InvalidJson", e)),
-                Ok(v) => match pipeline::accept(&app, &source, v, None).await {
-                    Ok(a) => {
-                        telemetry::ingest(
-                            &source.name,
-                            if a.duplicate { "duplicate" } else { "accepted" },
-                            started.elapsed(),
-                        );
-                        Ok(())
-                    }
-                    Err(Rejection::NotAnEvent(e)) => Err(("NotAnEvent", e.to_string())),
-                    Err(r) => {
-                        telemetry::ingest(&source.name, "unavailable", started.elapsed());
-                        tracing::warn!(source = %source.name, error = %r, "event refused for now; the message stays in the queue");
-                        retry_soon.push(m.receipt_handle.as_str());
-                        continue;
-                    }
-                },
+        for (m, (started, h)) in msgs.iter().zip(handled) {
+            let outcome = match h {
+                Handling::Taken => Ok(()),
+                Handling::Transient => {
+                    retry_soon.push(m.receipt_handle.as_str());
+                    continue;
+                }
+                Handling::Poison(code, message) => Err((code, message)),
             };
             match outcome {
                 Ok(()) => done.push(m.receipt_handle.as_str()),

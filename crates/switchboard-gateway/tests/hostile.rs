@@ -155,6 +155,43 @@ async fn ten_thousand_idle_connections_do_not_starve_a_real_client() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn idle_keep_alive_connections_give_up_their_slots_to_waiting_clients() {
+    // Two serving slots, a 30 s idle timeout: two clients that each made a request and keep
+    // their connection open would otherwise hold both slots for 30 s.
+    let gw = TestGateway::start(&config_with(
+        "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
+    ))
+    .await;
+    let holders: Vec<reqwest::Client> = (0..2).map(|_| reqwest::Client::new()).collect();
+    for c in &holders {
+        assert_eq!(
+            c.get(gw.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
+    }
+    // A third client (a new connection each time) is served well within the idle timeout.
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        let fresh = reqwest::Client::new();
+        let resp = tokio::time::timeout(WAIT, fresh.get(gw.url("/healthz")).send())
+            .await
+            .expect("a waiting client was starved by idle keep-alive connections")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "5 requests took {took:?}");
+    // The reclaimed clients reconnect transparently.
+    for c in &holders {
+        assert_eq!(
+            c.get(gw.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
+    }
+    gw.stop().await;
+}
+
 /// How many idle client connections this process can open: 10,000, or fewer when the open-files
 /// limit does not allow it.
 fn idle_budget() -> usize {
