@@ -4,7 +4,6 @@
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::template::{RenderContext, Template};
 use crate::{AwsError, Outcome, classify_sdk_error};
@@ -118,21 +117,7 @@ impl S3Sender {
     }
 }
 
-/// A claim-check: where a large event went, and how to verify it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClaimCheck {
-    /// `s3://bucket/key` or `file:///path`.
-    pub uri: String,
-    /// Hex SHA-256 of the stored bytes.
-    pub sha256: String,
-    /// Bytes stored.
-    pub size: u64,
-}
-
-/// Hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use switchboard_event::{ClaimCheck, sha256_hex};
 
 /// Stores a blob under `prefix<sha256>.json`: content-addressed, so storing the same event twice
 /// (a retried delivery) writes the same object.

@@ -20,6 +20,7 @@
 //! This crate does no I/O, spawns nothing and reads no clock or randomness: ids and receive
 //! times come in through [`NormalizeContext`]. No input makes it panic.
 
+mod claim;
 mod depth;
 mod normalize;
 mod options;
@@ -28,6 +29,7 @@ mod size;
 mod timefmt;
 mod topic;
 
+pub use claim::{ClaimCheck, claim_check_stub, sha256_hex};
 pub use depth::{DepthError, check_json_depth};
 pub use normalize::{
     InputShape, MAX_DETAIL_TYPE_CHARS, NormalizeContext, NormalizeError, Normalized, normalize,

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
+pub use switchboard_event::{ClaimCheck, claim_check_stub, sha256_hex};
 
 /// Where claim-checked events go.
 #[derive(Debug, Clone)]
@@ -26,17 +26,6 @@ pub enum BlobStore {
     },
 }
 
-/// The pointer left in the small event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClaimCheck {
-    /// `s3://bucket/key` or `file:///path`.
-    pub uri: String,
-    /// Hex SHA-256 of the stored bytes.
-    pub sha256: String,
-    /// Stored size in bytes.
-    pub size: u64,
-}
-
 /// A target's claim-check settings, resolved.
 #[derive(Debug, Clone)]
 pub struct ClaimChecker {
@@ -46,10 +35,6 @@ pub struct ClaimChecker {
     pub store: BlobStore,
     /// Dotted paths inside `detail` to keep.
     pub summary_fields: Vec<String>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl BlobStore {
@@ -90,11 +75,6 @@ impl BlobStore {
                 prefix,
             } => switchboard_aws::s3::put_blob(client, bucket, prefix, bytes)
                 .await
-                .map(|c| ClaimCheck {
-                    uri: c.uri,
-                    sha256: c.sha256,
-                    size: c.size,
-                })
                 .map_err(|e| e.to_string()),
         }
     }
@@ -138,71 +118,6 @@ impl BlobStore {
     }
 }
 
-/// The small event that replaces `original`: every top-level field but `detail`, and a `detail`
-/// holding the summary fields and the `claimCheck` pointer. A payload that is not an envelope
-/// (after an input transformer) keeps its summary fields at the top instead.
-pub fn stub(original: &Value, summary_fields: &[String], check: &ClaimCheck) -> Value {
-    let pointer = serde_json::to_value(check).unwrap_or(Value::Null);
-    let Value::Object(map) = original else {
-        return serde_json::json!({ "claimCheck": pointer });
-    };
-    let (source, mut out) = match map.get("detail") {
-        Some(d @ Value::Object(_)) => {
-            let mut top = Map::new();
-            for (k, v) in map {
-                if k != "detail" {
-                    top.insert(k.clone(), v.clone());
-                }
-            }
-            (d, Some(top))
-        }
-        _ => (original, None),
-    };
-    let mut detail = Map::new();
-    for path in summary_fields {
-        let segs: Vec<&str> = path.split('.').collect();
-        let mut v = source;
-        let mut found = true;
-        for s in &segs {
-            match v.get(s) {
-                Some(x) => v = x,
-                None => {
-                    found = false;
-                    break;
-                }
-            }
-        }
-        if found {
-            insert_path(&mut detail, &segs, v.clone());
-        }
-    }
-    detail.insert("claimCheck".into(), pointer);
-    match out.as_mut() {
-        Some(top) => {
-            top.insert("detail".into(), Value::Object(detail));
-            Value::Object(out.unwrap_or_default())
-        }
-        None => Value::Object(detail),
-    }
-}
-
-fn insert_path(map: &mut Map<String, Value>, segs: &[&str], value: Value) {
-    match segs {
-        [] => {}
-        [last] => {
-            map.insert((*last).to_owned(), value);
-        }
-        [first, rest @ ..] => {
-            let child = map
-                .entry((*first).to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(m) = child {
-                insert_path(m, rest, value);
-            }
-        }
-    }
-}
-
 impl ClaimChecker {
     /// Stores `payload` and returns the small event, when `size` is over the limit.
     pub async fn check(&self, payload: &str, size: usize) -> Result<Option<String>, String> {
@@ -213,7 +128,7 @@ impl ClaimChecker {
             serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
         let check = self.store.put(payload.as_bytes()).await?;
         Ok(Some(
-            stub(&original, &self.summary_fields, &check).to_string(),
+            claim_check_stub(&original, &self.summary_fields, &check).to_string(),
         ))
     }
 }
@@ -258,33 +173,6 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn stub_keeps_envelope_and_summary_and_points_at_the_blob() {
-        let ev = json!({"version":"0","id":"e1","detail-type":"t","source":"genesys.cloud",
-            "detail":{"topicName":"v2.x","eventBody":{"conversationId":"c1","big":"…"}}});
-        let c = ClaimCheck {
-            uri: "file:///x/ab.json".into(),
-            sha256: "ab".into(),
-            size: 9,
-        };
-        let s = stub(
-            &ev,
-            &[
-                "topicName".into(),
-                "eventBody.conversationId".into(),
-                "missing.x".into(),
-            ],
-            &c,
-        );
-        assert_eq!(
-            s,
-            json!({"version":"0","id":"e1","detail-type":"t","source":"genesys.cloud",
-                "detail":{"topicName":"v2.x","eventBody":{"conversationId":"c1"},
-                    "claimCheck":{"uri":"file:///x/ab.json","sha256":"ab","size":9}}})
-        );
-    }
 
     #[tokio::test]
     async fn directory_store_round_trips_and_detects_tampering() {
