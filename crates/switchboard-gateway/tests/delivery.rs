@@ -383,3 +383,56 @@ async fn static_auth_kinds_and_extra_headers_are_sent() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn large_events_are_claim_checked_to_a_local_directory_and_fetched_back() {
+    // The embedded default: no cloud account, blobs in the data dir.
+    let target = TargetServer::start().await;
+    let cfg = config_with(&format!(
+        r#"
+[[targets]]
+name = "crm"
+type = "http"
+url = "{}"
+claim_check = {{ store = "claim-checks", max_bytes = 4096 }}
+
+[[rules]]
+name = "all"
+[[rules.targets]]
+id = "crm"
+arn = "crm"
+"#,
+        target.url
+    ));
+    let gw = TestGateway::start(&cfg).await;
+    let mut target = target;
+    let mut big: serde_json::Value = serde_json::from_str(&notification(1)).unwrap();
+    big["eventBody"]["transcript"] = serde_json::Value::String("t".repeat(10_000));
+    let (status, resp) = gw.post_signed("/webhooks/genesys", &big.to_string()).await;
+    assert_eq!(status, 202);
+    let got: serde_json::Value = serde_json::from_str(&target.next_success().await.body).unwrap();
+    assert_eq!(got["id"], resp["id"], "the envelope fields stay");
+    let cc = &got["detail"]["claimCheck"];
+    let uri = cc["uri"].as_str().unwrap();
+    assert!(uri.starts_with("file://"), "{uri}");
+    assert!(
+        uri.contains("claim-checks"),
+        "under the data dir's claim-checks: {uri}"
+    );
+    assert!(got["detail"]["eventBody"].get("transcript").is_none());
+    #[cfg(feature = "aws")]
+    let fetched = switchboard_gateway::claim_check::fetch(uri, cc["sha256"].as_str(), None).await;
+    #[cfg(not(feature = "aws"))]
+    let fetched = switchboard_gateway::claim_check::fetch(uri, cc["sha256"].as_str()).await;
+    let full: serde_json::Value = serde_json::from_slice(&fetched.unwrap()).unwrap();
+    assert_eq!(
+        full["detail"]["eventBody"], big["eventBody"],
+        "the whole event, intact"
+    );
+    // A small event is sent as is.
+    let (status, _) = gw.post_signed("/webhooks/genesys", &notification(2)).await;
+    assert_eq!(status, 202);
+    let small: serde_json::Value = serde_json::from_str(&target.next_success().await.body).unwrap();
+    assert!(small["detail"].get("claimCheck").is_none());
+    gw.stop().await;
+}
