@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> AxumRouter<Arc<AppState>> {
         .route("/admin/sources", get(sources))
         .route("/admin/dlq", get(list_dlq))
         .route("/admin/dlq/redrive", post(redrive))
+        .route("/admin/replay", post(replay))
         .route("/admin/dlq/{id}", get(get_dlq))
         .route("/admin/events/{id}", get(get_event))
         .route("/admin/audit", get(audit))
@@ -319,6 +320,140 @@ async fn genesys_sources(State(app): State<Arc<AppState>>) -> Response {
         })
         .collect();
     axum::Json(serde_json::json!({ "sources": sources })).into_response()
+}
+
+/// Body of `POST /admin/replay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// RFC 3339, inclusive.
+    from: String,
+    /// RFC 3339, exclusive.
+    to: String,
+    /// Only these rules (default: every rule).
+    #[serde(default)]
+    rules: Vec<String>,
+    /// Only these targets (default: every target).
+    #[serde(default)]
+    targets: Vec<String>,
+    /// Added to each replayed event as `replay-name`, as EventBridge does.
+    #[serde(default)]
+    name: Option<String>,
+    /// Most events replayed by this call (default 100,000). When more remain the answer has
+    /// `next_from`: the receive time of the first event not replayed (events received in that
+    /// same millisecond before it are replayed again by a call starting there).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Events read per page while replaying: bounds memory and the size of each write.
+const REPLAY_PAGE: usize = 500;
+
+/// Replays stored events of a time range through the current rules: the ingest log is the
+/// archive. Deliveries are new (attempts from zero) and the events carry `replay-name`.
+async fn replay(
+    State(app): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ReplayRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let from_ms = parse_time("from", &req.from)?;
+    let to_ms = parse_time("to", &req.to)?;
+    if from_ms >= to_ms {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "from must be before to",
+        ));
+    }
+    for r in &req.rules {
+        if !app.router.rules().iter().any(|x| &x.name == r) {
+            return Err(ApiError::bad_request(
+                "unknown_rule",
+                format!("no rule named {r:?}"),
+            ));
+        }
+    }
+    for t in &req.targets {
+        if !app.targets.contains_key(t) {
+            return Err(ApiError::bad_request(
+                "unknown_target",
+                format!("no target named {t:?}"),
+            ));
+        }
+    }
+    let limit = req.limit.unwrap_or(100_000).clamp(1, 1_000_000);
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("replay-{}", uuid::Uuid::new_v4()));
+    let now = now_ms();
+    let ingestion_time = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)?;
+    let (mut events, mut deliveries) = (0usize, 0usize);
+    let mut per_target: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut after = None;
+    let mut next_from = None;
+    while next_from.is_none() {
+        let page = app
+            .store
+            .events_between(from_ms, to_ms, after.clone(), REPLAY_PAGE)
+            .await
+            .map_err(store_error)?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.received_at_ms, last.id.clone()));
+        let mut batch = Vec::new();
+        for e in page {
+            if events == limit {
+                next_from = Some(e.received_at_ms);
+                break;
+            }
+            events += 1;
+            let Ok(mut envelope) = serde_json::from_str::<serde_json::Value>(&e.envelope) else {
+                tracing::warn!(event = %e.id, "stored envelope is not JSON; not replayed");
+                continue;
+            };
+            envelope["replay-name"] = serde_json::Value::String(name.clone());
+            let json = envelope.to_string();
+            let (routed, _failures) = app.router.route(&envelope, &json, &ingestion_time);
+            for d in routed {
+                if (req.rules.is_empty() || req.rules.contains(&d.rule))
+                    && (req.targets.is_empty() || req.targets.contains(&d.target))
+                {
+                    *per_target.entry(d.target.clone()).or_default() += 1;
+                    batch.push((e.id.clone(), d));
+                }
+            }
+        }
+        deliveries += batch.len();
+        app.store.enqueue(batch, now).await.map_err(store_error)?;
+    }
+    wake(&app.targets, per_target.keys().map(String::as_str));
+    let detail = serde_json::json!({
+        "from": req.from, "to": req.to, "rules": req.rules, "targets": req.targets,
+        "name": name, "events": events, "deliveries": deliveries,
+    });
+    app.store
+        .append_audit(actor(&app), "events.replay".into(), detail)
+        .await
+        .map_err(store_error)?;
+    let next = next_from.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+    });
+    Ok(axum::Json(serde_json::json!({
+        "replay_name": name,
+        "events": events,
+        "deliveries": deliveries,
+        "targets": per_target,
+        "truncated": next.is_some(),
+        "next_from": next,
+    }))
+    .into_response())
 }
 
 fn actor(app: &AppState) -> String {

@@ -280,6 +280,42 @@ pub(crate) fn get_event(conn: &Connection, id: &str) -> Result<Option<StoredEven
         .optional()?)
 }
 
+/// Stored events received in `[from_ms, to_ms)`, oldest first, after the `(received_at_ms, id)`
+/// cursor; at most `limit`.
+pub(crate) fn events_between(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    after: Option<(i64, String)>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, source, received_at_ms, envelope FROM events
+         WHERE received_at_ms >= ?1 AND received_at_ms < ?2
+           AND (received_at_ms > ?3 OR (received_at_ms = ?3 AND id > ?4))
+         ORDER BY received_at_ms, id LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            from_ms,
+            to_ms,
+            after_ms,
+            after_id,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |r| {
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                source: r.get(1)?,
+                received_at_ms: r.get(2)?,
+                envelope: r.get(3)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Row counts per table, for tests and diagnostics.
 pub(crate) fn table_counts(conn: &Connection) -> Result<BTreeMap<&'static str, u64>, StoreError> {
     let mut out = BTreeMap::new();

@@ -15,8 +15,8 @@ use crate::reader::{self, Depth, Readers};
 use crate::schema;
 use crate::types::{
     AuditRecord, CheckpointMode, DeadLetter, DeadLetterInfo, Delivery, DlqFilter, ExpireStats,
-    IngestOutcome, NewEvent, Page, RedriveReport, RedriveSelector, StoreOptions, StoreTuning,
-    StoredEvent,
+    IngestOutcome, NewDelivery, NewEvent, Page, RedriveReport, RedriveSelector, StoreOptions,
+    StoreTuning, StoredEvent,
 };
 use crate::writer::{self, Cmd, Op, Output, Shared};
 
@@ -346,6 +346,35 @@ impl Store {
     ) -> Result<RedriveReport, StoreError> {
         match self.write(Op::Redrive { sel, now_ms }).await? {
             Output::Redrive(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stored events received in `[from_ms, to_ms)`, oldest first, after the
+    /// `(received_at_ms, id)` of the last one of the previous page.
+    pub async fn events_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |c| reader::events_between(c, from_ms, to_ms, after, limit))
+            .await
+    }
+
+    /// Enqueues deliveries for events that are already stored (a replay): committed in one
+    /// transaction, due at once. The event ids must exist in the ingest log.
+    pub async fn enqueue(
+        &self,
+        deliveries: Vec<(String, NewDelivery)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        match self.write(Op::Enqueue { deliveries, now_ms }).await? {
+            Output::Unit => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{StoreError, is_fatal};
 use crate::types::{
-    DeadLetterInfo, ExpireStats, IngestOutcome, NewEvent, RedriveReport, RedriveSelector,
+    DeadLetterInfo, ExpireStats, IngestOutcome, NewDelivery, NewEvent, RedriveReport,
+    RedriveSelector,
 };
 
 /// Upper bound on rows one `expire` call deletes per table, whatever the caller asks.
@@ -80,6 +81,11 @@ pub(crate) enum Op {
     },
     Redrive {
         sel: RedriveSelector,
+        now_ms: i64,
+    },
+    /// Deliveries for events already stored (a replay); no dedup, no new event rows.
+    Enqueue {
+        deliveries: Vec<(String, NewDelivery)>,
         now_ms: i64,
     },
     AppendAudit {
@@ -375,6 +381,17 @@ fn exec(conn: &Connection, op: Op) -> Result<Output, StoreError> {
             Ok(Output::Unit)
         }
         Op::Redrive { sel, now_ms } => redrive(conn, sel, now_ms).map(Output::Redrive),
+        Op::Enqueue { deliveries, now_ms } => {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO deliveries(event_id, target, rule, payload, attempts, enqueued_at_ms,
+                                        next_attempt_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
+            )?;
+            for (event_id, d) in &deliveries {
+                stmt.execute(params![event_id, d.target, d.rule, d.payload, now_ms])?;
+            }
+            Ok(Output::Unit)
+        }
         Op::AppendAudit {
             at_ms,
             actor,

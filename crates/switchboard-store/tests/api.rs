@@ -8,7 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use common::{ev, open};
 use switchboard_store::{
-    DeadLetterInfo, DlqFilter, IngestOutcome, RedriveSelector, Store, StoreError, StoreOptions,
+    DeadLetterInfo, DlqFilter, IngestOutcome, NewDelivery, RedriveSelector, Store, StoreError,
+    StoreOptions,
 };
 
 /// Polls a future once: enough to make `ingest` enqueue its command (its `try_send` runs on
@@ -62,6 +63,62 @@ async fn ingest_due_complete() {
     assert_eq!(stored.envelope, r#"{"id":"e1","detail":{}}"#);
     assert_eq!(stored.received_at_ms, 100);
     assert!(s.get_event("nope").await.unwrap().is_none());
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_between_pages_by_time_and_enqueue_adds_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Two events share a timestamp: the cursor must not skip or repeat either.
+    for (id, at) in [
+        ("e1", 100),
+        ("e2", 200),
+        ("e3", 200),
+        ("e4", 300),
+        ("e5", 400),
+    ] {
+        s.ingest(ev(id, None, at, &[])).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.events_between(200, 400, after.clone(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        after = Some((last.received_at_ms, last.id.clone()));
+        seen.extend(page.into_iter().map(|e| e.id));
+    }
+    assert_eq!(
+        seen,
+        ["e2", "e3", "e4"],
+        "[from, to), oldest first, each once"
+    );
+
+    s.enqueue(
+        vec![(
+            "e2".into(),
+            NewDelivery {
+                target: "t".into(),
+                rule: "r".into(),
+                payload: "{}".into(),
+            },
+        )],
+        500,
+    )
+    .await
+    .unwrap();
+    let due = s.due("t", 500, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event_id.as_str(), due[0].attempts), ("e2", 0));
+    assert_eq!(
+        s.table_counts().await.unwrap()["events"],
+        5,
+        "no new event rows"
+    );
+    s.enqueue(Vec::new(), 500).await.unwrap();
     s.close().await.unwrap();
 }
 

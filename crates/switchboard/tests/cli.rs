@@ -326,4 +326,37 @@ fn dlq_list_show_redrive_through_the_cli() {
         !out.status.success(),
         "redrive without a selection is refused"
     );
+    // The 9 stored events replayed through the rules: 9 new deliveries to the target.
+    let out = bin()
+        .args([
+            "replay",
+            "--url",
+            &base,
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--to",
+            "2100-01-01T00:00:00Z",
+            "--target",
+            "down",
+            "--name",
+            "cli-replay",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["events"].as_u64(), v["deliveries"].as_u64()),
+        (Some(9), Some(9))
+    );
+    assert_eq!(v["replay_name"], "cli-replay");
+    let out = bin()
+        .args(["replay", "--url", &base, "--from", "x", "--to", "y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a bad time range is refused");
 }

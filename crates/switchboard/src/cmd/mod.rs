@@ -8,6 +8,7 @@ mod config_check;
 mod dlq;
 mod genesys;
 pub mod pattern;
+mod replay;
 mod send;
 mod serve;
 mod simulate;
@@ -37,6 +38,9 @@ enum Command {
     Send(send::SendArgs),
     /// Play a simulated Genesys org's events at a target rate (open loop), or write them to a file.
     Simulate(simulate::SimulateArgs),
+    /// Replay stored events of a time range through the current rules (the ingest log is the
+    /// archive); replayed events carry `replay-name`.
+    Replay(replay::ReplayArgs),
     /// Inspect and redrive the dead-letter queue through the admin API.
     Dlq {
         #[command(subcommand)]
@@ -74,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Dlq { command } => dlq::run(command),
+        Command::Replay(args) => replay::run(args),
         Command::Genesys { command } => genesys::run(command),
         #[cfg(feature = "aws")]
         Command::Aws { command } => aws::run(command),
