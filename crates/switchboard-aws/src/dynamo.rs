@@ -84,19 +84,30 @@ impl DynamoDedup {
         &self.owner
     }
 
+    /// The item of a claim by this replica; the caller adds the condition.
+    fn put_claim(
+        &self,
+        key: &str,
+        state: &str,
+        event_id: &str,
+        expires_at: i64,
+    ) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(ATTR_PK, s(key))
+            .item("owner", s(&self.owner))
+            .item("state", s(state))
+            .item("event_id", s(event_id))
+            .item(ATTR_EXPIRES_AT, n(expires_at))
+    }
+
     /// Claims `key` for the event that would get `event_id`.
     pub async fn claim(&self, key: &str, event_id: &str) -> Result<Claim, AwsError> {
         let now = now_secs();
         let lease = i64::try_from(self.lease.as_secs()).unwrap_or(60).max(1);
         let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(ATTR_PK, s(key))
-            .item("owner", s(&self.owner))
-            .item("state", s(STATE_PENDING))
-            .item("event_id", s(event_id))
-            .item(ATTR_EXPIRES_AT, n(now + lease))
+            .put_claim(key, STATE_PENDING, event_id, now.saturating_add(lease))
             .condition_expression(
                 "attribute_not_exists(pk) OR expires_at < :now OR (#o = :me AND #s = :pending)",
             )
@@ -157,14 +168,7 @@ impl DynamoDedup {
         let now = now_secs();
         let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX / 2);
         let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(ATTR_PK, s(key))
-            .item("owner", s(&self.owner))
-            .item("state", s(STATE_COMMITTED))
-            .item("event_id", s(event_id))
-            .item(ATTR_EXPIRES_AT, n(now.saturating_add(window)))
+            .put_claim(key, STATE_COMMITTED, event_id, now.saturating_add(window))
             .condition_expression("attribute_not_exists(pk) OR #o = :me")
             .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", s(&self.owner))

@@ -15,7 +15,6 @@ mod outcome;
 pub mod provision;
 pub mod s3;
 pub mod sqs;
-pub mod template;
 
 use std::time::Duration;
 
@@ -24,6 +23,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
 pub use outcome::{Outcome, classify_sdk_error, is_retryable_code};
+// Key templates are part of the event model (pure, validated at config load).
+pub use switchboard_event::template;
 // Re-exported so users name the SDK types through us, at the versions we build with.
 pub use {aws_sdk_dynamodb, aws_sdk_eventbridge, aws_sdk_s3, aws_sdk_sqs};
 

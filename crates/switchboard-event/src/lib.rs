@@ -26,6 +26,7 @@ mod normalize;
 mod options;
 mod path;
 mod size;
+pub mod template;
 mod timefmt;
 mod topic;
 

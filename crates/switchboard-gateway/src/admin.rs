@@ -409,13 +409,25 @@ async fn replay(
                 break;
             }
             events += 1;
-            let Ok(mut envelope) = serde_json::from_str::<serde_json::Value>(&e.envelope) else {
-                tracing::warn!(event = %e.id, "stored envelope is not JSON; not replayed");
-                continue;
+            let mut envelope = match serde_json::from_str::<serde_json::Value>(&e.envelope) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => {
+                    tracing::warn!(event = %e.id, "stored envelope is not a JSON object; not replayed");
+                    continue;
+                }
             };
-            envelope["replay-name"] = serde_json::Value::String(name.clone());
+            if let Some(obj) = envelope.as_object_mut() {
+                obj.insert(
+                    "replay-name".into(),
+                    serde_json::Value::String(name.clone()),
+                );
+            }
             let json = envelope.to_string();
-            let (routed, _failures) = app.router.route(&envelope, &json, &ingestion_time);
+            let (routed, failures) = app.router.route(&envelope, &json, &ingestion_time);
+            for f in &failures {
+                crate::telemetry::route_failure(&f.target);
+                tracing::warn!(event = %e.id, rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; not replayed to this target");
+            }
             for d in routed {
                 if (req.rules.is_empty() || req.rules.contains(&d.rule))
                     && (req.targets.is_empty() || req.targets.contains(&d.target))

@@ -1454,7 +1454,9 @@ fn validate_aws_target(kind: &TargetKind) -> Result<(), (&'static str, String)> 
                 return Err(("max_message_bytes", "must be 1–1048576".into()));
             }
             if let Some(t) = &q.message_group_template {
-                config_aws::check_template(t).map_err(|m| ("message_group_template", m))?;
+                switchboard_event::template::Template::parse(t)
+                    .map(|_| ())
+                    .map_err(|m| ("message_group_template", m))?;
             }
         }
         TargetKind::S3(b) => {
@@ -1467,7 +1469,9 @@ fn validate_aws_target(kind: &TargetKind) -> Result<(), (&'static str, String)> 
                     format!("{:?}: expected \"object\" or \"ndjson\"", b.layout),
                 ));
             }
-            config_aws::check_template(&b.key_template).map_err(|m| ("key_template", m))?;
+            switchboard_event::template::Template::parse(&b.key_template)
+                .map(|_| ())
+                .map_err(|m| ("key_template", m))?;
             if b.window_secs == 0 || b.window_secs > 3600 {
                 return Err(("window_secs", "must be 1–3600".into()));
             }
@@ -1731,6 +1735,10 @@ mod tests {
         check_err(
             "[[targets]]\nname = \"s\"\ntype = \"s3\"\nbucket = \"b\"\nkey_template = \"a/{b\"\n",
             &["targets[0].key_template", "unclosed"],
+        );
+        check_err(
+            "[[targets]]\nname = \"s\"\ntype = \"s3\"\nbucket = \"b\"\nkey_template = \"a/{$week}\"\n",
+            &["targets[0].key_template", "$week"],
         );
         check_err(
             &format!(

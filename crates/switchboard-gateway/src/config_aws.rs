@@ -246,23 +246,6 @@ fn default_visibility() -> u64 {
     60
 }
 
-/// Checks an S3 or FIFO template without needing the AWS crate.
-pub(crate) fn check_template(t: &str) -> Result<(), String> {
-    let mut depth = 0u8;
-    for c in t.chars() {
-        match c {
-            '{' if depth == 0 => depth = 1,
-            '}' if depth == 1 => depth = 0,
-            '{' | '}' => return Err(format!("unbalanced braces in template {t:?}")),
-            _ => {}
-        }
-    }
-    if depth != 0 {
-        return Err(format!("unclosed '{{' in template {t:?}"));
-    }
-    Ok(())
-}
-
 /// Whether this build has the AWS adapters.
 pub const AWS_BUILT_IN: bool = cfg!(feature = "aws");
 

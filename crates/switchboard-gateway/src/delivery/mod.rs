@@ -186,7 +186,7 @@ impl TargetRuntime {
                 let message_group = q
                     .message_group_template
                     .as_deref()
-                    .map(switchboard_aws::template::Template::parse)
+                    .map(switchboard_event::template::Template::parse)
                     .transpose()?;
                 let settings = switchboard_aws::sqs::SqsSettings {
                     queue_url,
@@ -207,7 +207,7 @@ impl TargetRuntime {
             #[cfg(feature = "aws")]
             TargetKind::S3(b) => {
                 let a = aws.as_ref().ok_or("no AWS clients")?;
-                let t = switchboard_aws::template::Template::parse(&b.key_template)?;
+                let t = switchboard_event::template::Template::parse(&b.key_template)?;
                 let (layout, linger) = if b.layout == "ndjson" {
                     (
                         switchboard_aws::s3::S3Layout::Ndjson(t),
@@ -295,15 +295,27 @@ impl TargetRuntime {
         })
     }
 
-    /// The size a claim-check compares with the limit: the PutEvents entry size for
-    /// EventBridge, the payload bytes otherwise.
-    fn measure(&self, payload: &str) -> usize {
+    /// The size a claim-check compares with `limit`: the PutEvents entry size for EventBridge,
+    /// the payload bytes otherwise.
+    fn measure(&self, payload: &str, limit: usize) -> usize {
         #[cfg(feature = "aws")]
-        if let Sender::EventBridge(eb) = &self.sender
-            && let Ok(e) = switchboard_aws::eventbridge::prepare(payload, eb.settings())
-        {
-            return e.size;
+        if let Sender::EventBridge(eb) = &self.sender {
+            // An entry is never larger than its payload plus the target's default source and
+            // detail-type and the 14 bytes of `Time` (its other fields are substrings of the
+            // payload, escaped there), so most events need no parse here; `send` parses anyway.
+            let s = eb.settings();
+            let bound = payload.len()
+                + s.source.len()
+                + s.detail_type.len()
+                + switchboard_event::PUT_EVENTS_TIME_BYTES;
+            if bound <= limit {
+                return bound;
+            }
+            if let Ok(e) = switchboard_aws::eventbridge::prepare(payload, s) {
+                return e.size;
+            }
         }
+        let _ = limit;
         payload.len()
     }
 
@@ -315,7 +327,10 @@ impl TargetRuntime {
         let mut pre: Vec<Option<Attempt>> = vec![None; items.len()];
         let mut replaced: Vec<Option<String>> = vec![None; items.len()];
         for (i, d) in items.iter().enumerate() {
-            match cc.check(&d.payload, self.measure(&d.payload)).await {
+            match cc
+                .check(&d.payload, self.measure(&d.payload, cc.max_bytes))
+                .await
+            {
                 Ok(r) => replaced[i] = r,
                 Err(e) => {
                     pre[i] = Some(Attempt::Retryable {

@@ -1,4 +1,5 @@
-//! Key templates for S3 object keys and SQS FIFO message groups.
+//! Key templates for S3 object keys and SQS FIFO message groups. Pure, so the configuration
+//! validates them with the same parser the targets render with.
 //!
 //! `{a.b.c}` is a dotted path into the event being sent (strings as is, numbers and booleans as
 //! text, anything else or missing as `_`); `{$yyyy}`, `{$mm}`, `{$dd}`, `{$hh}` are the UTC date
