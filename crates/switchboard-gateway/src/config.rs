@@ -262,6 +262,9 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// How long the ingest log keeps events (for inspection and replay).
     pub event_retention_secs: u64,
+    /// Recently committed dedup keys kept in memory, so retries are answered without a write
+    /// transaction (about 200 bytes each); 0 turns the cache off.
+    pub dedup_cache_entries: usize,
 }
 
 impl Default for StoreConfig {
@@ -270,6 +273,7 @@ impl Default for StoreConfig {
             max_batch: 512,
             queue_capacity: 4096,
             event_retention_secs: 7 * 24 * 3600,
+            dedup_cache_entries: 65_536,
         }
     }
 }

@@ -42,7 +42,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_store::{Store, StoreOptions};
+use switchboard_store::{Store, StoreOptions, StoreTuning};
 use switchboard_verify::{Encoding, Scheme, Verifier};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -160,12 +160,16 @@ impl Gateway {
             path: data_dir.clone(),
             source,
         })?;
-        let store = Store::open(
+        let store = Store::open_tuned(
             &data_dir,
             StoreOptions {
                 max_batch: cfg.store.max_batch,
                 queue_capacity: cfg.store.queue_capacity,
                 ..StoreOptions::default()
+            },
+            StoreTuning {
+                dedup_cache_entries: cfg.store.dedup_cache_entries,
+                ..StoreTuning::default()
             },
         )?;
 

@@ -124,7 +124,7 @@ pub async fn accept(
     if app.shutdown.is_cancelled() {
         return Err(Rejection::ShuttingDown);
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::now_v7().to_string();
     let received = now_ms();
     let received_at =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(received) * 1_000_000)
@@ -135,6 +135,17 @@ pub async fn accept(
         received_at,
     };
     let normalized = switchboard_event::normalize(value, &ctx, &source.normalize)?;
+    // A retry of an event committed moments ago: answer before serializing and routing it.
+    // The shared table is not consulted: this replica stored the event, and committed its
+    // shared claim when it did (a failed shared commit is logged there and the lease expires).
+    if let Some(key) = &normalized.dedup_key
+        && let Some(original_id) = app.store.cached_duplicate(key, received)
+    {
+        return Ok(Accepted {
+            id: original_id,
+            duplicate: true,
+        });
+    }
 
     let ingestion_time = received_at
         .format(&time::format_description::well_known::Rfc3339)

@@ -28,6 +28,7 @@
 //! - `schema`: DDL, schema version check, connection pragmas.
 //! - `types`: the public data types; `error`: [`StoreError`].
 
+mod dedup_cache;
 mod error;
 mod reader;
 mod schema;

@@ -82,6 +82,9 @@ pub(crate) fn open_connection(
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_millis(tuning.busy_timeout_ms))?;
+    // Only takes effect while the file is still empty (before WAL mode writes the header); an
+    // existing store keeps the page size it was created with.
+    conn.pragma_update(None, "page_size", tuning.page_size)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         // WAL is what makes readers independent of the writer and the commit a single

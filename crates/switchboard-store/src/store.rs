@@ -108,7 +108,7 @@ impl Store {
         schema::configure_writer(&conn, &tuning)?;
         schema::init(&mut conn)?;
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(tuning.dedup_cache_entries));
         let (tx, rx) = mpsc::channel(opts.queue_capacity);
         let mut checkpointer = None;
         if let CheckpointMode::Background { interval_ms, .. } = tuning.checkpoint {
@@ -225,6 +225,11 @@ impl Store {
     /// then gets `Duplicate` (with a dedup key or the same envelope id).
     pub async fn ingest(&self, ev: NewEvent) -> Result<IngestOutcome, StoreError> {
         self.refuse_early()?;
+        if let Some(claim) = &ev.dedup
+            && let Some(original_id) = self.cached_duplicate(&claim.key, ev.received_at_ms)
+        {
+            return Ok(IngestOutcome::Duplicate { original_id });
+        }
         let (reply, rx) = oneshot::channel();
         match self.inner.tx.try_send(Cmd {
             op: Op::Ingest(ev),
@@ -238,6 +243,20 @@ impl Store {
             Output::Ingest(o) => Ok(o),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The id of the event that claimed `key`, if that claim is committed, still open at
+    /// `now_ms`, and in the in-memory cache of recent keys. `None` means "ask [`ingest`]", not
+    /// "new": [`ingest`] answers this without the writer anyway, so callers use it only to skip
+    /// work they would do before ingesting.
+    ///
+    /// [`ingest`]: Store::ingest
+    pub fn cached_duplicate(&self, key: &str, now_ms: i64) -> Option<String> {
+        let hit = self.inner.shared.dedup_cache.lookup(key, now_ms);
+        if hit.is_some() {
+            metrics::counter!("switchboard_store_dedup_cache_hits_total").increment(1);
+        }
+        hit
     }
 
     /// Up to `limit` (at most 10 000) deliveries of `target` with `next_attempt_at_ms <= now_ms`,

@@ -19,17 +19,21 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dedup_cache::{CachedKey, DedupCache};
 use crate::error::{StoreError, is_fatal};
 use crate::types::{
     DeadLetterInfo, ExpireStats, IngestOutcome, NewDelivery, NewEvent, RedriveReport,
     RedriveSelector,
 };
 
+/// A commit at least this slow is logged.
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
+
 /// Upper bound on rows one `expire` call deletes per table, whatever the caller asks.
 pub(crate) const MAX_EXPIRE_CHUNK: usize = 100_000;
 
 /// State shared by the store handle, the writer and the checkpointer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     /// False once fail-stop tripped; never becomes true again for this process.
     failed: AtomicBool,
@@ -41,9 +45,22 @@ pub(crate) struct Shared {
     pub(crate) fail_next_commit: AtomicBool,
     /// Committed batches; the checkpointer skips rounds where it did not move.
     pub(crate) commits: AtomicU64,
+    /// Recently committed dedup keys, answered without the writer.
+    pub(crate) dedup_cache: DedupCache,
 }
 
 impl Shared {
+    pub(crate) fn new(dedup_cache_entries: usize) -> Shared {
+        Shared {
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            fail_next_commit: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            dedup_cache: DedupCache::new(dedup_cache_entries),
+        }
+    }
+
     pub(crate) fn is_healthy(&self) -> bool {
         !self.failed.load(Ordering::Acquire)
     }
@@ -164,8 +181,17 @@ pub(crate) fn run(
             let started = std::time::Instant::now();
             let commands = batch.len();
             process_batch(&conn, &mut batch, &shared);
-            metrics::histogram!("switchboard_store_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            metrics::histogram!("switchboard_store_commit_seconds").record(elapsed.as_secs_f64());
+            if elapsed >= SLOW_COMMIT {
+                // Every ingest waiting behind this commit waited this long: the usual cause is
+                // the disk (an fsync stall), which nothing else in the process would show.
+                tracing::warn!(
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    commands,
+                    "slow store commit"
+                );
+            }
             metrics::histogram!("switchboard_store_commit_commands").record(commands as f64);
         }
         if let Some(tail) = tail {
@@ -270,12 +296,13 @@ fn process_batch(conn: &Connection, batch: &mut Vec<Cmd>, shared: &Shared) {
 
     let mut results: Vec<(Reply, Result<Output, StoreError>)> = Vec::with_capacity(batch.len());
     let mut fatal: Option<String> = None;
+    let mut cache_keys = Vec::new();
     for cmd in batch.drain(..) {
         if fatal.is_some() {
             results.push((cmd.reply, Err(StoreError::ShuttingDown)));
             continue;
         }
-        let result = exec_in_savepoint(conn, cmd.op);
+        let result = exec_in_savepoint(conn, cmd.op, &mut cache_keys);
         if let Err(StoreError::Sqlite(e)) = &result
             && is_fatal(e)
         {
@@ -294,6 +321,8 @@ fn process_batch(conn: &Connection, batch: &mut Vec<Cmd>, shared: &Shared) {
     match commit {
         Ok(()) => {
             shared.commits.fetch_add(1, Ordering::Relaxed);
+            // Before the replies: a sender that retries the moment it is answered must hit.
+            shared.dedup_cache.insert_committed(cache_keys);
             tracing::trace!(batch = results.len(), "committed");
             for (reply, result) in results {
                 let _ = reply.send(result);
@@ -313,11 +342,21 @@ fn process_batch(conn: &Connection, batch: &mut Vec<Cmd>, shared: &Shared) {
     }
 }
 
-fn exec_in_savepoint(conn: &Connection, op: Op) -> Result<Output, StoreError> {
+/// Runs one command in its own savepoint. Dedup keys it wrote or read are appended to
+/// `cache_keys` only if the savepoint was released, for the cache to take after the commit.
+fn exec_in_savepoint(
+    conn: &Connection,
+    op: Op,
+    cache_keys: &mut Vec<CachedKey>,
+) -> Result<Output, StoreError> {
     exec_sql(conn, "SAVEPOINT cmd")?;
-    let result = exec(conn, op);
+    let mut key = None;
+    let result = exec(conn, op, &mut key);
     match &result {
-        Ok(_) => exec_sql(conn, "RELEASE cmd")?,
+        Ok(_) => {
+            exec_sql(conn, "RELEASE cmd")?;
+            cache_keys.extend(key);
+        }
         Err(_) => {
             exec_sql(conn, "ROLLBACK TO cmd")?;
             exec_sql(conn, "RELEASE cmd")?;
@@ -326,9 +365,13 @@ fn exec_in_savepoint(conn: &Connection, op: Op) -> Result<Output, StoreError> {
     result
 }
 
-fn exec(conn: &Connection, op: Op) -> Result<Output, StoreError> {
+fn exec(
+    conn: &Connection,
+    op: Op,
+    cache_key: &mut Option<CachedKey>,
+) -> Result<Output, StoreError> {
     match op {
-        Op::Ingest(ev) => ingest(conn, ev).map(Output::Ingest),
+        Op::Ingest(ev) => ingest(conn, ev, cache_key).map(Output::Ingest),
         Op::Complete(seqs) => {
             let mut stmt = conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
             for seq in seqs {
@@ -421,7 +464,11 @@ fn exec(conn: &Connection, op: Op) -> Result<Output, StoreError> {
 
 /// Dedup check, event insert, dedup claim and deliveries: all in the caller's savepoint, so the
 /// claim is never visible without the event (invariant 2).
-fn ingest(conn: &Connection, ev: NewEvent) -> Result<IngestOutcome, StoreError> {
+fn ingest(
+    conn: &Connection,
+    ev: NewEvent,
+    cache_key: &mut Option<CachedKey>,
+) -> Result<IngestOutcome, StoreError> {
     if let Some(claim) = &ev.dedup {
         let mut stmt =
             conn.prepare_cached("SELECT event_id, expires_at_ms FROM dedup WHERE key = ?1")?;
@@ -430,6 +477,12 @@ fn ingest(conn: &Connection, ev: NewEvent) -> Result<IngestOutcome, StoreError> 
             let original_id: String = row.get(0)?;
             let expires_at_ms: i64 = row.get(1)?;
             if expires_at_ms > ev.received_at_ms {
+                // Not in the cache (evicted, or written before a restart): it is now.
+                *cache_key = Some(CachedKey {
+                    key: claim.key.clone(),
+                    event_id: original_id.clone(),
+                    expires_at_ms,
+                });
                 return Ok(IngestOutcome::Duplicate { original_id });
             }
         }
@@ -453,6 +506,11 @@ fn ingest(conn: &Connection, ev: NewEvent) -> Result<IngestOutcome, StoreError> 
                                             expires_at_ms = excluded.expires_at_ms",
         )?
         .execute(params![claim.key, ev.id, expires])?;
+        *cache_key = Some(CachedKey {
+            key: claim.key.clone(),
+            event_id: ev.id.clone(),
+            expires_at_ms: expires,
+        });
     }
     if !ev.deliveries.is_empty() {
         let mut stmt = conn.prepare_cached(
@@ -601,10 +659,19 @@ pub(crate) fn run_checkpointer(
             continue;
         }
         last = now;
+        let started = std::time::Instant::now();
         let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
+        let elapsed = started.elapsed();
+        metrics::histogram!("switchboard_store_checkpoint_seconds").record(elapsed.as_secs_f64());
         match r {
+            Ok((log, done)) if elapsed >= SLOW_COMMIT => tracing::warn!(
+                log,
+                done,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow store checkpoint"
+            ),
             Ok((log, done)) => tracing::trace!(log, done, "checkpoint"),
             // A failed checkpoint fsync leaves the main file in an unknown state. SQLite keeps
             // the WAL (it only resets after a successful sync), but we apply the same rule as

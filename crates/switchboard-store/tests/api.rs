@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use common::{ev, open};
 use switchboard_store::{
     DeadLetterInfo, DlqFilter, IngestOutcome, NewDelivery, RedriveSelector, Store, StoreError,
-    StoreOptions,
+    StoreOptions, StoreTuning,
 };
 
 /// Polls a future once: enough to make `ingest` enqueue its command (its `try_send` runs on
@@ -428,6 +428,97 @@ async fn same_batch_duplicate_is_the_second() {
         }
     );
     assert!(s.get_event("second").await.unwrap().is_none());
+}
+
+/// With the writer paused, a duplicate of a committed key is answered on the first poll: it
+/// never reached the writer. Everything else (a new key, an expired key, a disabled cache)
+/// stays queued behind the pause.
+#[tokio::test]
+async fn committed_keys_are_answered_without_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(
+        s.ingest(ev("e1", Some("k"), 100, &["t"])).await.unwrap(),
+        IngestOutcome::Stored
+    );
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut dup = Box::pin(s.ingest(ev("e2", Some("k"), 1_099, &["t"])));
+    match poll_once(dup.as_mut()) {
+        Poll::Ready(Ok(IngestOutcome::Duplicate { original_id })) => assert_eq!(original_id, "e1"),
+        other => panic!("expected an immediate duplicate, got {other:?}"),
+    }
+    // The window (1 000 ms) has closed at 1 100: the writer must decide, and it re-claims.
+    let mut expired = Box::pin(s.ingest(ev("e3", Some("k"), 1_100, &["t"])));
+    assert!(poll_once(expired.as_mut()).is_pending());
+    let mut fresh = Box::pin(s.ingest(ev("e4", Some("other"), 1_100, &["t"])));
+    assert!(poll_once(fresh.as_mut()).is_pending());
+    drop(pause);
+    assert_eq!(expired.await.unwrap(), IngestOutcome::Stored);
+    assert_eq!(fresh.await.unwrap(), IngestOutcome::Stored);
+    assert!(s.get_event("e2").await.unwrap().is_none());
+    // The re-claimed key now points at e3, in the cache as in the table.
+    let _pause = s.test_pause_writer().await.unwrap();
+    let mut again = Box::pin(s.ingest(ev("e5", Some("k"), 1_200, &[])));
+    match poll_once(again.as_mut()) {
+        Poll::Ready(Ok(IngestOutcome::Duplicate { original_id })) => assert_eq!(original_id, "e3"),
+        other => panic!("expected an immediate duplicate of e3, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dedup_cache_refills_from_the_table_and_can_be_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.ingest(ev("e1", Some("k"), 100, &[])).await.unwrap();
+    s.close().await.unwrap();
+
+    // After a restart the cache is empty: the first duplicate goes through the writer (which
+    // answers from the table and caches the key), the second does not.
+    let s = open(dir.path());
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut first = Box::pin(s.ingest(ev("e2", Some("k"), 200, &[])));
+    assert!(poll_once(first.as_mut()).is_pending());
+    drop(pause);
+    assert_eq!(
+        first.await.unwrap(),
+        IngestOutcome::Duplicate {
+            original_id: "e1".into()
+        }
+    );
+    let pause = s.test_pause_writer().await.unwrap();
+    {
+        let mut second = Box::pin(s.ingest(ev("e3", Some("k"), 300, &[])));
+        assert!(matches!(
+            poll_once(second.as_mut()),
+            Poll::Ready(Ok(IngestOutcome::Duplicate { .. }))
+        ));
+    }
+    drop(pause);
+    s.close().await.unwrap();
+
+    let s = Store::open_tuned(
+        dir.path(),
+        StoreOptions::default(),
+        StoreTuning {
+            dedup_cache_entries: 0,
+            ..StoreTuning::default()
+        },
+    )
+    .unwrap();
+    s.ingest(ev("e4", Some("k2"), 400, &[])).await.unwrap();
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut dup = Box::pin(s.ingest(ev("e5", Some("k2"), 500, &[])));
+    assert!(
+        poll_once(dup.as_mut()).is_pending(),
+        "no cache: the writer answers"
+    );
+    drop(pause);
+    assert_eq!(
+        dup.await.unwrap(),
+        IngestOutcome::Duplicate {
+            original_id: "e4".into()
+        }
+    );
 }
 
 #[tokio::test]

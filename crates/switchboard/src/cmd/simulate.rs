@@ -217,6 +217,20 @@ fn sign(
     Ok(headers)
 }
 
+/// The error and its sources, without the URL (it is the same for every request).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        parts.push(err.to_string());
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    parts.join(": ")
+}
+
 async fn send_open_loop(
     args: &SimulateArgs,
     scheme: &Scheme,
@@ -252,7 +266,7 @@ async fn send_open_loop(
             let t0 = Instant::now();
             let r = match req.send().await {
                 Ok(resp) => Ok((resp.status().as_u16(), t0.elapsed())),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(error_chain(&e)),
             };
             drop(permit);
             let _ = tx.send(r);
@@ -262,6 +276,8 @@ async fn send_open_loop(
     let mut latencies = Vec::with_capacity(total);
     let (mut acked, mut duplicates, mut errors) = (0u64, 0u64, backlog as u64);
     let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    // Transport errors by message, so a run that lost requests says how.
+    let mut transport_errors = std::collections::BTreeMap::<String, u64>::new();
     while let Some(r) = rx.recv().await {
         match r {
             Ok((status, d)) => {
@@ -273,7 +289,10 @@ async fn send_open_loop(
                 }
                 latencies.push(d);
             }
-            Err(_) => errors += 1,
+            Err(e) => {
+                errors += 1;
+                *transport_errors.entry(e).or_default() += 1;
+            }
         }
     }
     let elapsed = start.elapsed();
@@ -292,6 +311,7 @@ async fn send_open_loop(
         "errors": errors,
         "backlog_skipped": backlog,
         "statuses": statuses,
+        "transport_errors": transport_errors,
         "target_rate": args.rate,
         "achieved_rate": (total as f64) / elapsed.as_secs_f64(),
         "elapsed_s": elapsed.as_secs_f64(),
