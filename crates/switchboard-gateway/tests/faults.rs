@@ -118,10 +118,12 @@ async fn resets_and_timeouts_are_retried_until_delivered() {
 
 #[tokio::test]
 async fn a_target_down_then_back_gets_everything() {
-    // Nothing listens on the port at first: connection refused on every attempt.
-    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    // The port is bound but not listening at first: connection refused on every attempt, and
+    // no other test can be given it in the meantime.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
     let url = format!("http://{addr}/hook");
     let gw = TestGateway::start(&config_with(&http_route("down", &url, 185))).await;
     let mut ids = std::collections::BTreeSet::new();
@@ -130,8 +132,10 @@ async fn a_target_down_then_back_gets_everything() {
         assert_eq!(s, 202);
         ids.insert(v["id"].as_str().unwrap().to_string());
     }
-    // The target comes up on the same address; everything queued arrives.
-    let listener = TcpListener::bind(addr).await.unwrap();
+    // The target comes up on the same socket; everything queued arrives.
+    sock.listen(128).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from_std(std::net::TcpListener::from(sock)).unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

@@ -245,10 +245,13 @@ fn simulate_open_loop_against_serve_and_to_a_file() {
 #[test]
 fn dlq_list_show_redrive_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    // A target on a port nothing listens on, no retries: every event dead-letters at once.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
+    // A target on a port that refuses connections, no retries: every event dead-letters at
+    // once. The socket stays bound (never listening) for the whole test, so no other test's
+    // server can be given the port and answer in its place.
+    let dead = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dead.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let dead_port = dead.local_addr().unwrap().as_socket().unwrap().port();
     let cfg = dir.path().join("sb.toml");
     std::fs::write(
         &cfg,
