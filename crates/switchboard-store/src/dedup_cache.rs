@@ -13,6 +13,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+/// Keys or ids longer than this are not cached (they are answered from the table), so the
+/// cache's memory stays near `capacity` × 200 bytes whatever senders put in a delivery-id header.
+const MAX_CACHED_BYTES: usize = 256;
+
 /// One committed key: the event that claimed it and when the claim ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CachedKey {
@@ -63,6 +67,9 @@ impl DedupCache {
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
+            if k.key.len() > MAX_CACHED_BYTES || k.event_id.len() > MAX_CACHED_BYTES {
+                continue;
+            }
             if let Some(slot) = inner.map.get_mut(&k.key) {
                 // A re-claimed (expired) key keeps its place in the order: it ages out a bit
                 // early, which only costs a later miss.
@@ -135,6 +142,21 @@ mod tests {
         c.insert_committed(vec![key("c", "e4", 50)]);
         assert_eq!(c.lookup("a", 20), None, "a was first in, so first out");
         assert_eq!(c.lookup("b", 0).as_deref(), Some("e2"));
+    }
+
+    #[test]
+    fn oversized_keys_and_ids_are_left_to_the_table() {
+        let c = DedupCache::new(10);
+        let long = "k".repeat(MAX_CACHED_BYTES + 1);
+        c.insert_committed(vec![
+            key(&long, "e1", 100),
+            key("a", &long, 100),
+            key("b", "e2", 100),
+        ]);
+        assert_eq!(c.lookup(&long, 0), None);
+        assert_eq!(c.lookup("a", 0), None);
+        assert_eq!(c.lookup("b", 0).as_deref(), Some("e2"));
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
