@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_eventbridge::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use futures::StreamExt;
 use serde_json::Value;
 
+use crate::in_order;
 use crate::outcome::{Outcome, classify_sdk_error, is_retryable_code};
 
 /// Entries per `PutEvents` call (the API maximum).
@@ -176,17 +176,13 @@ impl EventBridgeSender {
         }
         let sizes: Vec<usize> = entries.iter().map(|(_, e)| e.size).collect();
         let batches = plan_batches(&sizes, self.settings.max_request_bytes);
-        let mut in_flight = futures::stream::FuturesOrdered::new();
-        let mut rest = batches.into_iter();
-        for r in rest.by_ref().take(self.settings.concurrency.max(1)) {
-            in_flight.push_back(self.put(&entries[r.clone()], r));
-        }
-        while let Some((range, results)) = in_flight.next().await {
+        let sent = in_order(batches, self.settings.concurrency, |r| {
+            self.put(&entries[r.clone()], r)
+        })
+        .await;
+        for (range, results) in sent {
             for ((i, _), o) in entries[range].iter().zip(results) {
                 outcomes[*i] = Some(o);
-            }
-            if let Some(r) = rest.next() {
-                in_flight.push_back(self.put(&entries[r.clone()], r));
             }
         }
         outcomes

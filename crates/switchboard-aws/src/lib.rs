@@ -207,6 +207,43 @@ impl AwsError {
     }
 }
 
+/// One event to send to SQS or S3: the payload and its envelope id (the FIFO deduplication id,
+/// the `{$id}` of key templates).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Payload.
+    pub body: &'a str,
+    /// Envelope id.
+    pub id: &'a str,
+}
+
+/// Runs `call` on each item with at most `limit` (at least 1) calls in flight, and returns the
+/// outputs in input order: the sliding window every sender uses for its `concurrency`.
+pub(crate) async fn in_order<T, F, Fut>(
+    items: impl IntoIterator<Item = T>,
+    limit: usize,
+    mut call: F,
+) -> Vec<Fut::Output>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future,
+{
+    use futures::StreamExt;
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let mut rest = items.into_iter();
+    for it in rest.by_ref().take(limit.max(1)) {
+        in_flight.push_back(call(it));
+    }
+    let mut out = Vec::new();
+    while let Some(o) = in_flight.next().await {
+        out.push(o);
+        if let Some(it) = rest.next() {
+            in_flight.push_back(call(it));
+        }
+    }
+    out
+}
+
 /// Groups items, in order, into calls of at most `max_count` whose sizes sum to at most
 /// `max_bytes` (PutEvents and SendMessageBatch have the same two limits). An item larger than
 /// `max_bytes` gets a call of its own; the caller refuses it before sending.

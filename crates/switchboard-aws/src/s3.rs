@@ -2,11 +2,10 @@
 //! claim-check blob store.
 
 use aws_sdk_s3::primitives::ByteStream;
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::template::{RenderContext, Template};
-use crate::{AwsError, Outcome, classify_sdk_error};
+use crate::{AwsError, Message, Outcome, classify_sdk_error, in_order};
 
 /// How events become objects.
 #[derive(Debug, Clone)]
@@ -28,15 +27,6 @@ pub struct S3Settings {
     pub concurrency: usize,
 }
 
-/// One event to write.
-#[derive(Debug, Clone, Copy)]
-pub struct S3Item<'a> {
-    /// Payload.
-    pub body: &'a str,
-    /// Envelope id.
-    pub id: &'a str,
-}
-
 /// Writes to one bucket.
 #[derive(Debug, Clone)]
 pub struct S3Sender {
@@ -52,13 +42,11 @@ impl S3Sender {
 
     /// Writes; one outcome per item, in order. Keys are deterministic for a given event and
     /// batch, so a retry overwrites the same object rather than adding a second one.
-    pub async fn send(&self, items: &[S3Item<'_>]) -> Vec<Outcome> {
+    pub async fn send(&self, items: &[Message<'_>]) -> Vec<Outcome> {
         let now = time::OffsetDateTime::now_utc();
         match &self.settings.layout {
             S3Layout::Object(t) => {
-                let mut in_flight = futures::stream::FuturesOrdered::new();
-                let mut rest = items.iter();
-                let key = |it: &S3Item<'_>| {
+                let key = |it: &Message<'_>| {
                     let ev: Value = serde_json::from_str(it.body).unwrap_or(Value::Null);
                     t.render(&RenderContext {
                         event: &ev,
@@ -66,17 +54,10 @@ impl S3Sender {
                         now,
                     })
                 };
-                for it in rest.by_ref().take(self.settings.concurrency.max(1)) {
-                    in_flight.push_back(self.put(key(it), it.body.as_bytes().to_vec()));
-                }
-                let mut out = Vec::with_capacity(items.len());
-                while let Some(o) = in_flight.next().await {
-                    out.push(o);
-                    if let Some(it) = rest.next() {
-                        in_flight.push_back(self.put(key(it), it.body.as_bytes().to_vec()));
-                    }
-                }
-                out
+                in_order(items, self.settings.concurrency, |it| {
+                    self.put(key(it), it.body.as_bytes().to_vec())
+                })
+                .await
             }
             S3Layout::Ndjson(t) => {
                 let Some(first) = items.first() else {

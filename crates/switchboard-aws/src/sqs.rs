@@ -8,11 +8,10 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::template::{RenderContext, Template};
-use crate::{AwsError, Outcome, classify_sdk_error, parse_arn};
+use crate::{AwsError, Message, Outcome, classify_sdk_error, in_order, parse_arn};
 
 /// Messages per SendMessageBatch / DeleteMessageBatch call (the API maximum).
 pub const MAX_BATCH: usize = 10;
@@ -40,15 +39,6 @@ impl SqsSettings {
     }
 }
 
-/// One message to send: body and the envelope id (FIFO deduplication id).
-#[derive(Debug, Clone, Copy)]
-pub struct OutMessage<'a> {
-    /// Body.
-    pub body: &'a str,
-    /// Envelope id.
-    pub id: &'a str,
-}
-
 /// Sends to one queue.
 #[derive(Debug, Clone)]
 pub struct SqsSender {
@@ -68,7 +58,7 @@ impl SqsSender {
     }
 
     /// Sends; one outcome per message, in order.
-    pub async fn send(&self, msgs: &[OutMessage<'_>]) -> Vec<Outcome> {
+    pub async fn send(&self, msgs: &[Message<'_>]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; msgs.len()];
         let mut ok = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
@@ -87,18 +77,13 @@ impl SqsSender {
         }
         let sizes: Vec<usize> = ok.iter().map(|&i| msgs[i].body.len()).collect();
         let batches = plan(&sizes, self.settings.max_bytes);
-        let mut in_flight = futures::stream::FuturesOrdered::new();
-        let mut rest = batches.into_iter();
-        let idx = |r: Range<usize>| ok[r].to_vec();
-        for r in rest.by_ref().take(self.settings.concurrency.max(1)) {
-            in_flight.push_back(self.batch(msgs, idx(r)));
-        }
-        while let Some((ids, res)) = in_flight.next().await {
+        let sent = in_order(batches, self.settings.concurrency, |r| {
+            self.batch(msgs, ok[r].to_vec())
+        })
+        .await;
+        for (ids, res) in sent {
             for (i, o) in ids.into_iter().zip(res) {
                 outcomes[i] = Some(o);
-            }
-            if let Some(r) = rest.next() {
-                in_flight.push_back(self.batch(msgs, idx(r)));
             }
         }
         outcomes
@@ -107,7 +92,7 @@ impl SqsSender {
             .collect()
     }
 
-    async fn batch(&self, msgs: &[OutMessage<'_>], ids: Vec<usize>) -> (Vec<usize>, Vec<Outcome>) {
+    async fn batch(&self, msgs: &[Message<'_>], ids: Vec<usize>) -> (Vec<usize>, Vec<Outcome>) {
         let now = time::OffsetDateTime::now_utc();
         let mut entries = Vec::with_capacity(ids.len());
         for (n, &i) in ids.iter().enumerate() {

@@ -388,25 +388,13 @@ impl TargetRuntime {
             }
             #[cfg(feature = "aws")]
             Sender::Sqs(q) => {
-                let msgs: Vec<switchboard_aws::sqs::OutMessage<'_>> = items
-                    .iter()
-                    .map(|d| switchboard_aws::sqs::OutMessage {
-                        body: &d.payload,
-                        id: &d.event_id,
-                    })
-                    .collect();
-                q.send(&msgs).await.into_iter().map(from_outcome).collect()
+                let out = q.send(&messages(items)).await;
+                out.into_iter().map(from_outcome).collect()
             }
             #[cfg(feature = "aws")]
             Sender::S3(b) => {
-                let its: Vec<switchboard_aws::s3::S3Item<'_>> = items
-                    .iter()
-                    .map(|d| switchboard_aws::s3::S3Item {
-                        body: &d.payload,
-                        id: &d.event_id,
-                    })
-                    .collect();
-                b.send(&its).await.into_iter().map(from_outcome).collect()
+                let out = b.send(&messages(items)).await;
+                out.into_iter().map(from_outcome).collect()
             }
             Sender::File(f) => {
                 let a = f.write_batch(items).await;
@@ -450,6 +438,17 @@ impl TargetRuntime {
             }
         }
     }
+}
+
+#[cfg(feature = "aws")]
+fn messages(items: &[Delivery]) -> Vec<switchboard_aws::Message<'_>> {
+    items
+        .iter()
+        .map(|d| switchboard_aws::Message {
+            body: &d.payload,
+            id: &d.event_id,
+        })
+        .collect()
 }
 
 /// All targets by name.
