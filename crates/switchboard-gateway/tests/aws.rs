@@ -22,29 +22,7 @@ async fn receive_n(
     let deadline = Instant::now() + WAIT;
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
-        let r = c
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .message_system_attribute_names(
-                switchboard_aws::aws_sdk_sqs::types::MessageSystemAttributeName::All,
-            )
-            .send()
-            .await
-            .expect("ReceiveMessage");
-        for m in r.messages() {
-            c.sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("DeleteMessage");
-            out.push(m.clone());
-        }
+        out.extend(moto::receive_and_delete(c, url, 1).await);
     }
     out
 }

@@ -71,6 +71,38 @@ pub async fn queue(c: &switchboard_aws::AwsClients, name: &str) -> (String, Stri
     (url, format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"))
 }
 
+/// One ReceiveMessage (up to 10, every message and system attribute, waiting up to
+/// `wait_secs`), deleting what it got.
+pub async fn receive_and_delete(
+    c: &switchboard_aws::AwsClients,
+    url: &str,
+    wait_secs: i32,
+) -> Vec<switchboard_aws::aws_sdk_sqs::types::Message> {
+    let r = c
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_secs)
+        .message_attribute_names("All")
+        .message_system_attribute_names(
+            switchboard_aws::aws_sdk_sqs::types::MessageSystemAttributeName::All,
+        )
+        .send()
+        .await
+        .expect("ReceiveMessage");
+    for m in r.messages() {
+        c.sqs
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle().unwrap_or_default())
+            .send()
+            .await
+            .expect("DeleteMessage");
+    }
+    r.messages().to_vec()
+}
+
 /// Receives every message currently in a queue (loops until an empty receive).
 pub async fn drain(
     c: &switchboard_aws::AwsClients,
@@ -78,28 +110,9 @@ pub async fn drain(
 ) -> Vec<switchboard_aws::aws_sdk_sqs::types::Message> {
     let mut out = Vec::new();
     loop {
-        let r = c
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(0)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .expect("ReceiveMessage");
-        let msgs = r.messages().to_vec();
+        let msgs = receive_and_delete(c, url, 0).await;
         if msgs.is_empty() {
             return out;
-        }
-        for m in &msgs {
-            c.sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("DeleteMessage");
         }
         out.extend(msgs);
     }
