@@ -40,8 +40,8 @@ pub use error::StoreError;
 pub use store::{Store, WriterPause, now_ms};
 pub use types::{
     AuditRecord, CheckpointMode, DeadLetter, DeadLetterInfo, DedupClaim, Delivery, DlqFilter,
-    ExpireStats, IngestOutcome, NewDelivery, NewEvent, Page, RedriveReport, RedriveSelector,
-    StoreOptions, StoreTuning, StoredEvent,
+    ExpireStats, IngestOutcome, NewDelivery, NewEvent, Page, QueuePoll, RedriveReport,
+    RedriveSelector, StoreOptions, StoreTuning, StoredEvent,
 };
 
 /// Highest on-disk schema version this build reads and writes.

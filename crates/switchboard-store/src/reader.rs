@@ -17,7 +17,8 @@ use tokio::sync::Semaphore;
 use crate::error::StoreError;
 use crate::schema;
 use crate::types::{
-    AuditRecord, DeadLetter, Delivery, DlqFilter, Page, StoreOptions, StoreTuning, StoredEvent,
+    AuditRecord, DeadLetter, Delivery, DlqFilter, Page, QueuePoll, StoreOptions, StoreTuning,
+    StoredEvent,
 };
 
 /// Largest page a listing returns, whatever the caller asks.
@@ -119,6 +120,33 @@ pub(crate) fn next_due_at(conn: &Connection, target: &str) -> Result<Option<i64>
     Ok(conn
         .prepare_cached("SELECT min(next_attempt_at_ms) FROM deliveries WHERE target = ?1")?
         .query_row([target], |r| r.get(0))?)
+}
+
+/// `due`, and when nothing more is due, the earliest future due time, on one connection: a
+/// delivery worker's whole look at its queue in one trip to the read pool.
+pub(crate) fn poll_queue(
+    conn: &Connection,
+    target: &str,
+    now_ms: i64,
+    limit: usize,
+) -> Result<QueuePoll, StoreError> {
+    let limit = limit.min(MAX_DUE);
+    let due = due(conn, target, now_ms, limit)?;
+    let more_due = due.len() == limit;
+    let next_due_at = if more_due {
+        None
+    } else {
+        conn.prepare_cached(
+            "SELECT min(next_attempt_at_ms) FROM deliveries
+             WHERE target = ?1 AND next_attempt_at_ms > ?2",
+        )?
+        .query_row(params![target, now_ms], |r| r.get(0))?
+    };
+    Ok(QueuePoll {
+        due,
+        more_due,
+        next_due_at,
+    })
 }
 
 pub(crate) fn depths(conn: &Connection, table: Depth) -> Result<BTreeMap<String, u64>, StoreError> {

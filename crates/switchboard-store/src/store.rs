@@ -15,8 +15,8 @@ use crate::reader::{self, Depth, Readers};
 use crate::schema;
 use crate::types::{
     AuditRecord, CheckpointMode, DeadLetter, DeadLetterInfo, Delivery, DlqFilter, ExpireStats,
-    IngestOutcome, NewDelivery, NewEvent, Page, RedriveReport, RedriveSelector, StoreOptions,
-    StoreTuning, StoredEvent,
+    IngestOutcome, NewDelivery, NewEvent, Page, QueuePoll, RedriveReport, RedriveSelector,
+    StoreOptions, StoreTuning, StoredEvent,
 };
 use crate::writer::{self, Cmd, Op, Output, Shared};
 
@@ -272,6 +272,28 @@ impl Store {
         }
         let target = target.to_owned();
         self.read(move |c| reader::due(c, &target, now_ms, limit))
+            .await
+    }
+
+    /// [`due`] and, when the limit was not reached, when the next delivery not yet due becomes
+    /// due: one read where a delivery worker would otherwise make two.
+    ///
+    /// [`due`]: Store::due
+    pub async fn poll_queue(
+        &self,
+        target: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<QueuePoll, StoreError> {
+        if limit == 0 {
+            return Ok(QueuePoll {
+                due: Vec::new(),
+                more_due: false,
+                next_due_at: None,
+            });
+        }
+        let target = target.to_owned();
+        self.read(move |c| reader::poll_queue(c, &target, now_ms, limit))
             .await
     }
 

@@ -165,6 +165,20 @@ pub struct Delivery {
     pub next_attempt_at_ms: i64,
 }
 
+/// One look at a target's queue: what is due now, and when to look again ([`Store::poll_queue`]).
+///
+/// [`Store::poll_queue`]: crate::Store::poll_queue
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePoll {
+    /// Due deliveries, earliest due first, then by seq.
+    pub due: Vec<Delivery>,
+    /// The limit was reached: more may be due right now.
+    pub more_due: bool,
+    /// When the earliest delivery that is not yet due becomes due; `None` when there is none,
+    /// or when `more_due` (the caller reads again at once anyway).
+    pub next_due_at: Option<i64>,
+}
+
 /// Why a delivery is being dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterInfo {

@@ -122,6 +122,43 @@ async fn events_between_pages_by_time_and_enqueue_adds_deliveries() {
     s.close().await.unwrap();
 }
 
+/// `poll_queue` is `due` plus "when to look again": the time of the earliest delivery not yet
+/// due, or "more now" when the limit cut the batch.
+#[tokio::test]
+async fn poll_queue_says_when_to_look_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let empty = s.poll_queue("t", 1_000, 10).await.unwrap();
+    assert_eq!(
+        (empty.due.len(), empty.more_due, empty.next_due_at),
+        (0, false, None)
+    );
+    for (i, at) in [(1, 100), (2, 200), (3, 300)] {
+        s.ingest(ev(&format!("e{i}"), None, at, &["t"]))
+            .await
+            .unwrap();
+    }
+    let first = s.poll_queue("t", 250, 10).await.unwrap();
+    assert_eq!(first.due.len(), 2);
+    assert_eq!((first.more_due, first.next_due_at), (false, Some(300)));
+    // A delivery due exactly now is due, not "next".
+    let at_300 = s.poll_queue("t", 300, 10).await.unwrap();
+    assert_eq!((at_300.due.len(), at_300.next_due_at), (3, None));
+    let cut = s.poll_queue("t", 250, 2).await.unwrap();
+    assert_eq!(
+        (cut.due.len(), cut.more_due, cut.next_due_at),
+        (2, true, None)
+    );
+    // A rescheduled delivery moves out of `due` and into `next_due_at`.
+    s.reschedule(first.due[0].seq, 1, 5_000, "HTTP 503".into())
+        .await
+        .unwrap();
+    let after = s.poll_queue("t", 1_000, 10).await.unwrap();
+    assert_eq!(after.due.len(), 2);
+    assert_eq!((after.more_due, after.next_due_at), (false, Some(5_000)));
+    s.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn reschedule_and_due_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchboard_store::{DeadLetterInfo, Delivery, Store};
+use switchboard_store::{DeadLetterInfo, Delivery, QueuePoll, Store};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "aws")]
@@ -55,52 +55,67 @@ pub enum Sender {
 /// An append-only JSONL file.
 #[derive(Debug)]
 pub struct FileSink {
-    path: PathBuf,
-    file: Mutex<Option<tokio::fs::File>>,
+    path: Arc<PathBuf>,
+    /// Only the target's one worker writes, so the lock is never contended; it exists because
+    /// the handle moves into the blocking task that writes.
+    file: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl FileSink {
-    async fn write_batch(&self, items: &[Delivery]) -> Attempt {
-        let mut guard = self.file.lock().await;
-        if guard.is_none() {
-            if let Some(dir) = self.path.parent() {
-                let _ = tokio::fs::create_dir_all(dir).await;
-            }
-            match tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .await
-            {
-                Ok(f) => *guard = Some(f),
-                Err(e) => return io_failure(&self.path, &e),
-            }
+    fn new(path: PathBuf) -> FileSink {
+        FileSink {
+            path: Arc::new(path),
+            file: Arc::default(),
         }
-        let Some(file) = guard.as_mut() else {
-            return io_failure(&self.path, &std::io::Error::other("file not open"));
-        };
+    }
+
+    async fn write_batch(&self, items: &[Delivery]) -> Attempt {
         let mut buf = Vec::with_capacity(items.iter().map(|d| d.payload.len() + 1).sum());
         for d in items {
             buf.extend_from_slice(d.payload.as_bytes());
             buf.push(b'\n');
         }
-        // The deliveries are completed only after sync_data returns, so a crash can repeat lines
-        // (at-least-once) but never lose one.
-        let res = async {
-            file.write_all(&buf).await?;
-            file.flush().await?;
-            file.sync_data().await
-        }
-        .await;
+        let (path, file) = (self.path.clone(), self.file.clone());
+        // Open, write and sync in one blocking task: with `tokio::fs` each of them is its own
+        // trip to the blocking pool, and those trips cost more than the write itself.
+        let res = tokio::task::spawn_blocking(move || append_synced(&path, &file, &buf)).await;
         match res {
-            Ok(()) => Attempt::Delivered,
-            Err(e) => {
-                // Reopen next time: the handle may be in a bad state.
-                *guard = None;
-                io_failure(&self.path, &e)
-            }
+            Ok(Ok(())) => Attempt::Delivered,
+            Ok(Err(e)) => io_failure(&self.path, &e),
+            Err(e) => io_failure(&self.path, &std::io::Error::other(e.to_string())),
         }
     }
+}
+
+/// Appends `buf` and syncs it. The deliveries are completed only after `sync_data` returns, so
+/// a crash can repeat lines (at-least-once) but never lose one.
+fn append_synced(
+    path: &std::path::Path,
+    file: &std::sync::Mutex<Option<std::fs::File>>,
+    buf: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut guard = file.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        *guard = Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        );
+    }
+    let Some(f) = guard.as_mut() else {
+        return Err(std::io::Error::other("file not open"));
+    };
+    let res = f.write_all(buf).and_then(|()| f.sync_data());
+    if res.is_err() {
+        // Reopen next time: the handle may be in a bad state.
+        *guard = None;
+    }
+    res
 }
 
 fn io_failure(path: &std::path::Path, e: &std::io::Error) -> Attempt {
@@ -283,13 +298,7 @@ impl TargetRuntime {
     ) -> Result<(Sender, &'static str), String> {
         Ok(match kind {
             TargetKind::Http(h) => (Sender::Http(http::HttpSender::new(h)?), "http"),
-            TargetKind::File { path } => (
-                Sender::File(FileSink {
-                    path: data_dir.join(path),
-                    file: Mutex::new(None),
-                }),
-                "file",
-            ),
+            TargetKind::File { path } => (Sender::File(FileSink::new(data_dir.join(path))), "file"),
             TargetKind::Stdout => (Sender::Stdout, "stdout"),
             _ => return Err("not a local target kind".into()),
         })
@@ -464,6 +473,12 @@ pub fn wake<'a>(targets: &Targets, names: impl IntoIterator<Item = &'a str>) {
 }
 
 /// Runs one target's worker until `cancel` fires; the batch in hand is finished first.
+///
+/// Each look at the queue is one read that also says when the next not-yet-due delivery falls
+/// due. After a batch that did not fill up, the worker goes straight to waiting: whatever was
+/// ingested meanwhile left a `notify` permit, a retry it scheduled is in the batch's answer, so
+/// a second read would only find the queue empty. On a quiet queue that saves two of the
+/// batch's trips to the read pool, which at a few events per batch cost more than the batch.
 pub async fn run_worker(
     target: Arc<TargetRuntime>,
     store: Store,
@@ -475,11 +490,13 @@ pub async fn run_worker(
         if cancel.is_cancelled() {
             break;
         }
-        let now = now_ms();
-        let due = match store.due(&target.name, now, target.batch_size).await {
-            Ok(d) => {
+        let poll = match store
+            .poll_queue(&target.name, now_ms(), target.batch_size)
+            .await
+        {
+            Ok(p) => {
                 store_backoff = Duration::from_millis(100);
-                d
+                p
             }
             Err(e) => {
                 tracing::error!(target = %target.name, error = %e, "reading the delivery queue failed");
@@ -492,38 +509,60 @@ pub async fn run_worker(
             }
         };
         // A partial batch waits `linger` once for more, so AWS calls carry full batches.
-        let due = if !due.is_empty() && due.len() < target.batch_size && !target.linger.is_zero() {
+        let poll = if !poll.due.is_empty() && !poll.more_due && !target.linger.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(target.linger) => {}
                 _ = cancel.cancelled() => {}
             }
-            match store.due(&target.name, now_ms(), target.batch_size).await {
-                Ok(more) if more.len() >= due.len() => more,
-                _ => due,
+            match store
+                .poll_queue(&target.name, now_ms(), target.batch_size)
+                .await
+            {
+                Ok(more) if more.due.len() >= poll.due.len() => more,
+                _ => poll,
             }
         } else {
-            due
+            poll
         };
-        if due.is_empty() {
-            let wait = match store.next_due_at(&target.name).await {
-                Ok(Some(at)) => {
-                    Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(MAX_IDLE)
-                }
-                _ => MAX_IDLE,
-            };
-            tokio::select! {
-                _ = target.notify.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = cancel.cancelled() => break,
+        let QueuePoll {
+            due,
+            more_due,
+            next_due_at,
+        } = poll;
+        let look_again_at = if due.is_empty() {
+            next_due_at
+        } else {
+            let retry_at = process_batch(&target, &store, &router, due).await;
+            if more_due {
+                continue;
             }
-            continue;
+            match (next_due_at, retry_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let wait = look_again_at.map_or(MAX_IDLE, |at| {
+            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_IDLE)
+        });
+        tokio::select! {
+            _ = target.notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => break,
         }
-        process_batch(&target, &store, &router, due).await;
     }
 }
 
-async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, due: Vec<Delivery>) {
+/// Sends one batch and records every outcome. Returns the earliest time a delivery of the batch
+/// is due again: its retry, or now when recording an outcome failed and the row stayed due.
+async fn process_batch(
+    target: &TargetRuntime,
+    store: &Store,
+    router: &Router,
+    due: Vec<Delivery>,
+) -> Option<i64> {
     let now = now_ms();
+    let mut again: Option<i64> = None;
+    let mut due_again = |at: i64| again = Some(again.map_or(at, |a| a.min(at)));
     let mut send = Vec::with_capacity(due.len());
     for d in due {
         let policy = router.retry_policy(&d.rule, &d.target);
@@ -534,13 +573,15 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
                 exhausted_condition: Some("MaximumEventAgeInSeconds".into()),
                 retry_attempts: d.attempts.saturating_sub(1),
             };
-            dead_letter(store, router, target, &d, info).await;
+            if !dead_letter(store, router, target, &d, info).await {
+                due_again(now);
+            }
         } else {
             send.push(d);
         }
     }
     if send.is_empty() {
-        return;
+        return again;
     }
     let started = Instant::now();
     let attempts = target.attempt_batch(&send).await;
@@ -579,8 +620,12 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
             }
             Decision::Retry { at_ms, error } => {
                 tracing::debug!(target = %target.name, event = %d.event_id, %error, "delivery failed, will retry");
-                if let Err(e) = store.reschedule(d.seq, d.attempts + 1, at_ms, error).await {
-                    tracing::error!(target = %target.name, error = %e, "rescheduling failed; the delivery stays due");
+                match store.reschedule(d.seq, d.attempts + 1, at_ms, error).await {
+                    Ok(()) => due_again(at_ms),
+                    Err(e) => {
+                        tracing::error!(target = %target.name, error = %e, "rescheduling failed; the delivery stays due");
+                        due_again(now);
+                    }
                 }
             }
             Decision::DeadLetter {
@@ -595,7 +640,9 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
                     exhausted_condition: exhausted.map(String::from),
                     retry_attempts,
                 };
-                dead_letter(store, router, target, d, info).await;
+                if !dead_letter(store, router, target, d, info).await {
+                    due_again(now);
+                }
             }
         }
     }
@@ -604,16 +651,19 @@ async fn process_batch(target: &TargetRuntime, store: &Store, router: &Router, d
     {
         // Left in the queue, the deliveries will be sent again: a duplicate, never a loss.
         tracing::error!(target = %target.name, error = %e, "completing deliveries failed");
+        due_again(now);
     }
+    again
 }
 
+/// Moves a delivery to a dead-letter queue. False when that failed and the row stayed due.
 async fn dead_letter(
     store: &Store,
     router: &Router,
     target: &TargetRuntime,
     d: &Delivery,
     info: DeadLetterInfo,
-) {
+) -> bool {
     #[cfg(feature = "aws")]
     let info = match (router.dead_letter_queue(&d.rule, &d.target), &target.aws) {
         (Some(queue), Some(aws)) => {
@@ -627,8 +677,9 @@ async fn dead_letter(
                     telemetry::dead_lettered(&target.name);
                     if let Err(e) = store.complete(vec![d.seq]).await {
                         tracing::error!(target = %target.name, error = %e, "completing a dead-lettered delivery failed; it may be dead-lettered twice");
+                        return false;
                     }
-                    return;
+                    return true;
                 }
                 // The SQS DLQ is unreachable: keep the letter in the embedded DLQ rather than
                 // lose it, and say why in its message.
@@ -653,7 +704,9 @@ async fn dead_letter(
     telemetry::dead_lettered(&target.name);
     if let Err(e) = store.dead_letter(d.seq, info).await {
         tracing::error!(target = %target.name, error = %e, "dead-lettering failed; the delivery stays due");
+        return false;
     }
+    true
 }
 
 /// Milliseconds since the Unix epoch.
