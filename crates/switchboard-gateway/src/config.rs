@@ -265,6 +265,9 @@ pub struct StoreConfig {
     /// Recently committed dedup keys kept in memory, so retries are answered without a write
     /// transaction (about 200 bytes each); 0 turns the cache off.
     pub dedup_cache_entries: usize,
+    /// Microseconds the writer waits once for more writes when fewer than 8 are queued, so
+    /// sparse arrivals share a commit; 0 commits at once. At most 100 000.
+    pub commit_linger_us: u64,
 }
 
 impl Default for StoreConfig {
@@ -274,6 +277,7 @@ impl Default for StoreConfig {
             queue_capacity: 4096,
             event_retention_secs: 7 * 24 * 3600,
             dedup_cache_entries: 65_536,
+            commit_linger_us: 300,
         }
     }
 }
@@ -935,6 +939,13 @@ impl Config {
                 0..0,
                 "server.max_connections / store.max_batch / store.queue_capacity".into(),
                 "must be > 0".into(),
+            ));
+        }
+        if self.store.commit_linger_us > 100_000 {
+            return Err(err(
+                0..0,
+                "store.commit_linger_us".into(),
+                "must be at most 100000 (100 ms)".into(),
             ));
         }
         if !(2048..=4096).contains(&self.patterns.max_pattern_chars) {
@@ -1648,6 +1659,22 @@ mod tests {
         for part in expect {
             assert!(e.contains(part), "{e:?} should contain {part:?}");
         }
+    }
+
+    #[test]
+    fn commit_linger_is_bounded() {
+        check_err(
+            "[store]\ncommit_linger_us = 100001\n",
+            &["t.toml", "store.commit_linger_us", "at most 100000"],
+        );
+        let ok = Config::from_toml(
+            "[store]\ncommit_linger_us = 0\n",
+            "t.toml",
+            PathBuf::from("."),
+        )
+        .expect("0 turns the linger off");
+        assert_eq!(ok.config.store.commit_linger_us, 0);
+        assert_eq!(Config::builtin().config.store.commit_linger_us, 300);
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl Gateway {
             },
             StoreTuning {
                 dedup_cache_entries: cfg.store.dedup_cache_entries,
+                commit_linger_us: cfg.store.commit_linger_us,
                 ..StoreTuning::default()
             },
         )?;

@@ -44,6 +44,10 @@ pub use types::{
     RedriveSelector, StoreOptions, StoreTuning, StoredEvent,
 };
 
+/// A batch this small makes the writer wait [`StoreTuning::commit_linger_us`] for more. From 8
+/// commands on, one commit is already shared widely enough that waiting would only add latency.
+pub const LINGER_BELOW: usize = 8;
+
 /// Highest on-disk schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 /// The schema DDL, for benchmarks that compare engines on exactly the store's tables.

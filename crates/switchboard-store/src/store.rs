@@ -20,6 +20,9 @@ use crate::types::{
 };
 use crate::writer::{self, Cmd, Op, Output, Shared};
 
+/// Longest commit linger accepted: beyond it the wait is a misconfiguration, not batching.
+const MAX_COMMIT_LINGER_US: u64 = 100_000;
+
 /// Handle to the embedded store. Cheap to clone; all clones share one writer thread.
 ///
 /// Dropping every clone without [`close`](Store::close) is safe (everything acknowledged is
@@ -97,6 +100,11 @@ impl Store {
                 "queue_capacity must be at least 1",
             ));
         }
+        if tuning.commit_linger_us > MAX_COMMIT_LINGER_US {
+            return Err(StoreError::InvalidOptions(
+                "commit_linger_us must be at most 100000 (100 ms)",
+            ));
+        }
         if let CheckpointMode::Background { interval_ms: 0, .. } = tuning.checkpoint {
             return Err(StoreError::InvalidOptions(
                 "checkpoint interval must be at least 1 ms",
@@ -127,12 +135,15 @@ impl Store {
                 })?;
             checkpointer = Some(writer::Checkpointer { stop, thread });
         }
-        let max_batch = opts.max_batch;
+        let batching = writer::Batching {
+            max: opts.max_batch,
+            linger: Duration::from_micros(tuning.commit_linger_us),
+        };
         let writer_shared = shared.clone();
         let threads = vec![
             std::thread::Builder::new()
                 .name("sb-store-writer".into())
-                .spawn(move || writer::run(conn, rx, writer_shared, max_batch, checkpointer))?,
+                .spawn(move || writer::run(conn, rx, writer_shared, batching, checkpointer))?,
         ];
         let readers = Arc::new(Readers::new(path, opts, tuning));
         Ok(Store {
@@ -551,6 +562,12 @@ impl Store {
             .map_err(|_| self.closed_error())?;
         paused_rx.await.map_err(|_| self.closed_error())?;
         Ok(WriterPause { _resume: resume_tx })
+    }
+
+    /// Test hook: batches the writer has taken off its queue, counted before it lingers.
+    #[doc(hidden)]
+    pub fn test_batches_taken(&self) -> u64 {
+        self.inner.shared.batches_taken.load(Ordering::Acquire)
     }
 
     /// Batches committed since open (each one fsync): benchmarks derive the mean group size.

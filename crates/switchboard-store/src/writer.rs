@@ -19,6 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::LINGER_BELOW;
 use crate::dedup_cache::{CachedKey, DedupCache};
 use crate::error::{StoreError, is_fatal};
 use crate::types::{
@@ -45,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) fail_next_commit: AtomicBool,
     /// Committed batches; the checkpointer skips rounds where it did not move.
     pub(crate) commits: AtomicU64,
+    /// Batches taken off the queue (counted before the linger): lets a test queue a write
+    /// that provably missed the first take.
+    pub(crate) batches_taken: AtomicU64,
     /// Recently committed dedup keys, answered without the writer.
     pub(crate) dedup_cache: DedupCache,
 }
@@ -57,6 +61,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             fail_next_commit: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            batches_taken: AtomicU64::new(0),
             dedup_cache: DedupCache::new(dedup_cache_entries),
         }
     }
@@ -155,23 +160,47 @@ impl Drop for PanicGuard {
     }
 }
 
+/// How the writer groups commands into commits.
+pub(crate) struct Batching {
+    /// Most commands per transaction.
+    pub(crate) max: usize,
+    /// One wait for more when fewer than [`LINGER_BELOW`] are queued (zero: none).
+    pub(crate) linger: Duration,
+}
+
+/// Moves queued commands into `batch` until it holds `max` or the queue is empty.
+fn drain_queued(rx: &mut mpsc::Receiver<Cmd>, batch: &mut Vec<Cmd>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(cmd) => batch.push(cmd),
+            Err(_) => break,
+        }
+    }
+}
+
 /// The writer thread's body. Returns when the channel closes or after `Shutdown`.
 pub(crate) fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Cmd>,
     shared: Arc<Shared>,
-    max_batch: usize,
+    batching: Batching,
     mut checkpointer: Option<Checkpointer>,
 ) {
     let _guard = PanicGuard(shared.clone());
+    let max_batch = batching.max;
     let mut batch: Vec<Cmd> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
-            }
+        drain_queued(&mut rx, &mut batch, max_batch);
+        shared.batches_taken.fetch_add(1, Ordering::Release);
+        // A plain sleep, not a timed receive: tokio's channel has no blocking receive with a
+        // timeout, and the wait is short enough that ending it early would gain little.
+        if batch.len() < LINGER_BELOW
+            && !batching.linger.is_zero()
+            && !batch.iter().any(|c| matches!(c.op, Op::Shutdown))
+        {
+            std::thread::sleep(batching.linger);
+            drain_queued(&mut rx, &mut batch, max_batch);
         }
         let shutdown_at = batch.iter().position(|c| matches!(c.op, Op::Shutdown));
         let tail = shutdown_at.map(|at| batch.split_off(at));

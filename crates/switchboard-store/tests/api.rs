@@ -122,6 +122,36 @@ async fn events_between_pages_by_time_and_enqueue_adds_deliveries() {
     s.close().await.unwrap();
 }
 
+/// A write queued after the writer took the one before it still shares that one's commit when
+/// the writer lingers. Without the linger it cannot: the first batch was already formed. The
+/// test waits (polling a counter, no timer) until the writer has taken the first write, then
+/// queues the second within the linger: 100 ms, the longest accepted, is ample for that.
+#[tokio::test]
+async fn a_lingering_writer_commits_sparse_writes_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = |commit_linger_us| StoreTuning {
+        commit_linger_us,
+        ..StoreTuning::default()
+    };
+    assert!(matches!(
+        Store::open_tuned(dir.path(), StoreOptions::default(), tuning(100_001)),
+        Err(StoreError::InvalidOptions(m)) if m.contains("commit_linger_us")
+    ));
+    let s = Store::open_tuned(dir.path(), StoreOptions::default(), tuning(100_000)).unwrap();
+    let (before, taken) = (s.commit_count(), s.test_batches_taken());
+    let mut a = Box::pin(s.ingest(ev("e1", Some("k1"), 100, &["t"])));
+    let mut b = Box::pin(s.ingest(ev("e2", Some("k2"), 100, &["t"])));
+    assert!(poll_once(a.as_mut()).is_pending());
+    while s.test_batches_taken() == taken {
+        tokio::task::yield_now().await;
+    }
+    assert!(poll_once(b.as_mut()).is_pending());
+    assert_eq!(a.await.unwrap(), IngestOutcome::Stored);
+    assert_eq!(b.await.unwrap(), IngestOutcome::Stored);
+    assert_eq!(s.commit_count() - before, 1, "one commit for both writes");
+    s.close().await.unwrap();
+}
+
 /// `poll_queue` is `due` plus "when to look again": the time of the earliest delivery not yet
 /// due, or "more now" when the limit cut the batch.
 #[tokio::test]
