@@ -941,11 +941,14 @@ impl Config {
                 "must be > 0".into(),
             ));
         }
-        if self.store.commit_linger_us > 100_000 {
+        if self.store.commit_linger_us > switchboard_store::MAX_COMMIT_LINGER_US {
             return Err(err(
                 0..0,
                 "store.commit_linger_us".into(),
-                "must be at most 100000 (100 ms)".into(),
+                format!(
+                    "must be at most {} (100 ms)",
+                    switchboard_store::MAX_COMMIT_LINGER_US
+                ),
             ));
         }
         if !(2048..=4096).contains(&self.patterns.max_pattern_chars) {

@@ -48,6 +48,10 @@ pub use types::{
 /// commands on, one commit is already shared widely enough that waiting would only add latency.
 pub const LINGER_BELOW: usize = 8;
 
+/// Longest [`StoreTuning::commit_linger_us`] accepted: beyond it the wait is a
+/// misconfiguration, not batching.
+pub const MAX_COMMIT_LINGER_US: u64 = 100_000;
+
 /// Highest on-disk schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 /// The schema DDL, for benchmarks that compare engines on exactly the store's tables.

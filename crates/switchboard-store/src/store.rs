@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::MAX_COMMIT_LINGER_US;
 use crate::error::StoreError;
 use crate::reader::{self, Depth, Readers};
 use crate::schema;
@@ -19,9 +20,6 @@ use crate::types::{
     StoreOptions, StoreTuning, StoredEvent,
 };
 use crate::writer::{self, Cmd, Op, Output, Shared};
-
-/// Longest commit linger accepted: beyond it the wait is a misconfiguration, not batching.
-const MAX_COMMIT_LINGER_US: u64 = 100_000;
 
 /// Handle to the embedded store. Cheap to clone; all clones share one writer thread.
 ///

@@ -78,8 +78,10 @@ pub struct StoreTuning {
     /// When the writer finds fewer than [`LINGER_BELOW`] commands queued, it waits this long
     /// once for more before it commits; 0 commits at once. Sparse arrivals (a few events per
     /// commit) otherwise pay a commit each: the pages they share are written to the WAL again
-    /// and again. 300 µs saved 7–9 % of CPU per event at half load and lowered p50 and p99
-    /// there (BENCHMARKS.md).
+    /// and again. 300 µs saved 4–9 % of CPU per event at half load without raising p50
+    /// (BENCHMARKS.md). At most [`MAX_COMMIT_LINGER_US`].
+    ///
+    /// [`MAX_COMMIT_LINGER_US`]: crate::MAX_COMMIT_LINGER_US
     ///
     /// [`LINGER_BELOW`]: crate::LINGER_BELOW
     pub commit_linger_us: u64,
