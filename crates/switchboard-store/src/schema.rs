@@ -233,6 +233,11 @@ mod tests {
                 "deliveries_due",
             ),
             (
+                "SELECT min(next_attempt_at_ms) FROM deliveries
+                 WHERE target = 't' AND next_attempt_at_ms > 5",
+                "deliveries_due",
+            ),
+            (
                 "SELECT key FROM dedup WHERE expires_at_ms <= 5 ORDER BY expires_at_ms LIMIT 10",
                 "dedup_expires",
             ),
