@@ -12,6 +12,8 @@
 //! - [`normalize`] recognises the input shape ([`InputShape`]: EventBridge envelope, Genesys
 //!   Notification message, flat webhook), wraps it, and picks a namespaced dedup key, driven by
 //!   per-source [`NormalizeOptions`] (TOML-deserializable; [`NormalizeOptions::validate`] at load).
+//! - [`normalize_text`] is its fast path for Genesys Notification messages: the envelope text
+//!   written around the body's members, without building a `Value` tree.
 //! - [`topic_template`] maps concrete Genesys topics to `{id}` templates (the `detail-type`).
 //! - [`check_json_depth`] refuses deeply nested JSON in one byte scan, before serde runs.
 //! - [`put_events_entry_size`] is AWS' PutEvents entry-size formula.
@@ -27,6 +29,7 @@ mod options;
 mod path;
 mod size;
 pub mod template;
+mod text;
 mod timefmt;
 mod topic;
 
@@ -38,4 +41,5 @@ pub use normalize::{
 pub use options::{DedupKeyMode, EnvelopeDefaults, NormalizeOptions, OptionsError};
 pub use path::PathError;
 pub use size::{PUT_EVENTS_TIME_BYTES, envelope_entry_size, put_events_entry_size};
+pub use text::{NormalizedText, normalize_text};
 pub use topic::{CHANNEL_METADATA_TOPIC, is_channel_metadata, topic_template};

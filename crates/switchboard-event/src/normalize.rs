@@ -466,6 +466,11 @@ fn dedup_key(
 fn correlation_key(message: &Map<String, Value>) -> Option<String> {
     let topic = message.get("topicName")?.as_str()?;
     let corr = message.get("metadata")?.get("CorrelationId")?.as_str()?;
+    correlation_key_of(topic, corr)
+}
+
+/// The `corr:` key of a topic and correlation id (shared with the text normalizer).
+pub(crate) fn correlation_key_of(topic: &str, corr: &str) -> Option<String> {
     if topic.is_empty() || corr.is_empty() {
         return None;
     }
@@ -481,7 +486,7 @@ fn correlation_key(message: &Map<String, Value>) -> Option<String> {
     Some(format!("corr-sha256:{}", hex::encode(h.finalize())))
 }
 
-fn raw_key(kind: &str, value: &str) -> String {
+pub(crate) fn raw_key(kind: &str, value: &str) -> String {
     if value.len() <= MAX_RAW_KEY_BYTES {
         format!("{kind}:{value}")
     } else {

@@ -397,11 +397,11 @@ async fn replay(
     while next_from.is_none() {
         let page = app
             .store
-            .events_between(from_ms, to_ms, after.clone(), REPLAY_PAGE)
+            .events_between(from_ms, to_ms, after, REPLAY_PAGE)
             .await
             .map_err(store_error)?;
         let Some(last) = page.last() else { break };
-        after = Some((last.received_at_ms, last.id.clone()));
+        after = Some(last.seq);
         let mut batch = Vec::new();
         for e in page {
             if events == limit {
@@ -423,15 +423,17 @@ async fn replay(
                 );
             }
             let json = envelope.to_string();
-            let (routed, failures) = app.router.route(&envelope, &json, &ingestion_time);
+            let (routed, failures) = app.router.route(&json, Some(&envelope), &ingestion_time);
             for f in &failures {
                 crate::telemetry::route_failure(&f.target);
                 tracing::warn!(event = %e.id, rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; not replayed to this target");
             }
-            for d in routed {
+            for mut d in routed {
                 if (req.rules.is_empty() || req.rules.contains(&d.rule))
                     && (req.targets.is_empty() || req.targets.contains(&d.target))
                 {
+                    // A replayed delivery is a row of its own: it carries its payload.
+                    d.payload.get_or_insert_with(|| json.clone());
                     *per_target.entry(d.target.clone()).or_default() += 1;
                     batch.push((e.id.clone(), d));
                 }

@@ -117,24 +117,36 @@ async fn ingest(
 
     switchboard_event::check_json_depth(&bytes, app.config.config.server.max_json_depth)
         .map_err(|e| ApiError::bad_request("json_too_deep", e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-    })?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "not_an_object",
-            "body must be a JSON object",
-        ));
-    }
-
-    let accepted = pipeline::accept(
-        app,
-        &source.pipeline,
-        value,
-        verified.delivery_id.as_deref(),
-    )
-    .await
-    .map_err(|r| r.into_api_error(app.retry_after))?;
+    let retry_after = app.retry_after;
+    let delivery_id = verified.delivery_id.as_deref();
+    let stamp = pipeline::Stamp::now().map_err(|r| r.into_api_error(retry_after))?;
+    // Genesys notifications are normalized straight from the text; anything else (and every
+    // malformed body, so that errors come from one place) is parsed first.
+    let fast = std::str::from_utf8(&bytes).ok().and_then(|text| {
+        switchboard_event::normalize_text(
+            text,
+            &stamp.context(delivery_id),
+            &source.pipeline.normalize,
+        )
+    });
+    let body = match fast {
+        Some(n) => pipeline::Body::Normalized(n),
+        None => {
+            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+            })?;
+            if !value.is_object() {
+                return Err(ApiError::bad_request(
+                    "not_an_object",
+                    "body must be a JSON object",
+                ));
+            }
+            pipeline::Body::Value(value)
+        }
+    };
+    let accepted = pipeline::accept_with(app, &source.pipeline, &stamp, body, delivery_id)
+        .await
+        .map_err(|r| r.into_api_error(retry_after))?;
     Ok(Ack {
         id: accepted.id,
         duplicate: accepted.duplicate,

@@ -240,6 +240,11 @@ impl Gateway {
             targets.insert(t.name.clone(), Arc::new(rt));
         }
         let targets: Targets = Arc::new(targets);
+        // Before any ingest: a target seen for the first time starts at the end of the journal,
+        // and targets no longer configured stop holding journal retention back.
+        let mut target_names: Vec<String> = targets.keys().cloned().collect();
+        target_names.sort();
+        store.register_targets(&target_names).await?;
         let router = Arc::new(Router::new(
             loaded.rules.clone(),
             &cfg.envelope.region,
@@ -446,24 +451,13 @@ async fn maintenance(app: Arc<AppState>) {
             telemetry::depths(&q, &d, &names);
         }
         if round.is_multiple_of(12) {
-            // Bounded chunks keep each write transaction short; loop while the store says more.
-            for _ in 0..100 {
-                match app
-                    .store
-                    .expire(delivery::now_ms(), retention_ms, 10_000)
-                    .await
-                {
-                    Ok(stats) => {
-                        tracing::debug!(?stats, "expired old dedup keys and events");
-                        if !stats.more {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "expiry failed");
-                        break;
-                    }
-                }
+            match app
+                .store
+                .expire(delivery::now_ms(), retention_ms, 10_000)
+                .await
+            {
+                Ok(stats) => tracing::debug!(?stats, "expired old journal segments"),
+                Err(e) => tracing::warn!(error = %e, "expiry failed"),
             }
         }
     }

@@ -114,6 +114,51 @@ impl Rejection {
     }
 }
 
+/// The parts of an event the gateway supplies: its id (if the input brings none) and when it
+/// was received.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// A fresh UUID v7 (time-ordered, so the journal and id indexes grow at the end).
+    pub id: String,
+    /// Receive time, Unix milliseconds.
+    pub received_ms: i64,
+    received_at: time::OffsetDateTime,
+}
+
+impl Stamp {
+    /// Now, with a new id.
+    pub fn now() -> Result<Stamp, Rejection> {
+        let received_ms = now_ms();
+        let received_at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(received_ms) * 1_000_000)
+                .map_err(|e| Rejection::Internal(e.to_string()))?;
+        Ok(Stamp {
+            id: uuid::Uuid::now_v7().to_string(),
+            received_ms,
+            received_at,
+        })
+    }
+
+    /// The normalizer's view of it.
+    pub fn context<'a>(&'a self, delivery_id: Option<&'a str>) -> NormalizeContext<'a> {
+        NormalizeContext {
+            new_id: &self.id,
+            delivery_id,
+            received_at: self.received_at,
+        }
+    }
+}
+
+/// An event as a source hands it over.
+#[derive(Debug)]
+pub enum Body {
+    /// Parsed JSON (WebSocket and SQS sources; HTTP bodies the text normalizer passed on).
+    Value(serde_json::Value),
+    /// Already normalized from the request text ([`switchboard_event::normalize_text`], with
+    /// the same [`Stamp`]).
+    Normalized(switchboard_event::NormalizedText),
+}
+
 /// Normalizes, routes and durably stores one event.
 pub async fn accept(
     app: &AppState,
@@ -121,21 +166,44 @@ pub async fn accept(
     value: serde_json::Value,
     delivery_id: Option<&str>,
 ) -> Result<Accepted, Rejection> {
+    let stamp = Stamp::now()?;
+    accept_with(app, source, &stamp, Body::Value(value), delivery_id).await
+}
+
+/// [`accept`] for a body that may already be normalized; `stamp` must be the one it was
+/// normalized with.
+pub async fn accept_with(
+    app: &AppState,
+    source: &PipelineSource,
+    stamp: &Stamp,
+    body: Body,
+    delivery_id: Option<&str>,
+) -> Result<Accepted, Rejection> {
     if app.shutdown.is_cancelled() {
         return Err(Rejection::ShuttingDown);
     }
-    let id = uuid::Uuid::now_v7().to_string();
-    let received = now_ms();
-    let received_at =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(received) * 1_000_000)
-            .map_err(|e| Rejection::Internal(e.to_string()))?;
-    let ctx = NormalizeContext {
-        new_id: &id,
-        delivery_id,
-        received_at,
+    let received = stamp.received_ms;
+    let (normalized, tree) = match body {
+        Body::Normalized(t) => (t, None),
+        Body::Value(value) => {
+            let n = switchboard_event::normalize(
+                value,
+                &stamp.context(delivery_id),
+                &source.normalize,
+            )?;
+            let envelope = serde_json::to_string(&n.envelope)
+                .map_err(|e| Rejection::Internal(e.to_string()))?;
+            let text = switchboard_event::NormalizedText {
+                envelope,
+                id: n.id,
+                dedup_key: n.dedup_key,
+                shape: n.shape,
+                detail_type: n.detail_type,
+            };
+            (text, Some(n.envelope))
+        }
     };
-    let normalized = switchboard_event::normalize(value, &ctx, &source.normalize)?;
-    // A retry of an event committed moments ago: answer before serializing and routing it.
+    // A retry of an event committed moments ago: answer before routing it.
     // The shared table is not consulted: this replica stored the event, and committed its
     // shared claim when it did (a failed shared commit is logged there and the lease expires).
     if let Some(key) = &normalized.dedup_key
@@ -147,13 +215,14 @@ pub async fn accept(
         });
     }
 
-    let ingestion_time = received_at
+    let ingestion_time = stamp
+        .received_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| Rejection::Internal(e.to_string()))?;
-    let envelope_json = normalized.envelope.to_string();
     let (deliveries, failures) =
         app.router
-            .route(&normalized.envelope, &envelope_json, &ingestion_time);
+            .route(&normalized.envelope, tree.as_ref(), &ingestion_time);
+    drop(tree);
     for f in &failures {
         telemetry::route_failure(&f.target);
         tracing::warn!(rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; no delivery for this target");
@@ -180,6 +249,9 @@ pub async fn accept(
         }
         _ => None,
     };
+    // An id the sender chose (a relayed EventBridge envelope) is claimed too, so that the same
+    // envelope sent again is a duplicate even without a dedup key; ours never repeat.
+    let identity_ttl_ms = (normalized.id != stamp.id).then_some(source.dedup_ttl_ms);
     let event = NewEvent {
         id: normalized.id.clone(),
         source: source.name.clone(),
@@ -188,7 +260,8 @@ pub async fn accept(
             key,
             ttl_ms: source.dedup_ttl_ms,
         }),
-        envelope: envelope_json,
+        identity_ttl_ms,
+        envelope: normalized.envelope,
         deliveries,
     };
     let result = app.store.ingest(event).await;

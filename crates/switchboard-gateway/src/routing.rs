@@ -87,17 +87,31 @@ impl Router {
             .and_then(|t| t.dead_letter_queue.as_deref())
     }
 
-    /// Deliveries for one normalized envelope (`envelope_json` is its serialization). Transformation failures are returned apart so the
-    /// caller can count and log them; they do not stop the other targets.
+    /// Deliveries for one normalized envelope, given as its JSON text (the matcher reads the
+    /// fields its rules mention straight from it) and, when the caller has it, as a `Value`
+    /// (parsed here only if an input transformer needs one). A delivery of the whole envelope
+    /// has no payload of its own: the store keeps the envelope once. Transformation failures are
+    /// returned apart so the caller can count and log them; they do not stop the other targets.
     pub fn route(
         &self,
-        envelope: &serde_json::Value,
         envelope_json: &str,
+        envelope: Option<&serde_json::Value>,
         ingestion_time: &str,
     ) -> (Vec<NewDelivery>, Vec<RouteFailure>) {
         let mut out = Vec::new();
         let mut failures = Vec::new();
-        let matched = self.matcher.matches_value(envelope);
+        let mut parsed: Option<serde_json::Value> = None;
+        let matched = match self.matcher.matches_json(envelope_json.as_bytes()) {
+            Ok(m) => m,
+            // Our own serialization: not expected, but a parsed tree gives the same answer.
+            Err(_) => match envelope {
+                Some(v) => self.matcher.matches_value(v),
+                None => match serde_json::from_str(envelope_json) {
+                    Ok(v) => self.matcher.matches_value(parsed.insert(v)),
+                    Err(_) => Vec::new(),
+                },
+            },
+        };
         let indexes = self.match_all.iter().copied().chain(
             matched
                 .iter()
@@ -108,16 +122,31 @@ impl Router {
             let rule_arn = self.rule_arn(&rule.name);
             for t in &rule.targets {
                 let payload = if matches!(t.input, switchboard_pattern::TargetInput::MatchedEvent) {
-                    // Most targets take the whole envelope, serialized once by the caller.
-                    envelope_json.to_string()
+                    // Most targets take the whole envelope: the store keeps it once for all.
+                    None
                 } else {
                     let ctx = TransformContext {
                         rule_name: &rule.name,
                         rule_arn: &rule_arn,
                         ingestion_time,
                     };
-                    match t.input.apply(envelope, &ctx) {
-                        Ok(p) => p,
+                    let value = match (envelope, &mut parsed) {
+                        (Some(v), _) => v,
+                        (None, Some(v)) => &*v,
+                        (None, slot @ None) => match serde_json::from_str(envelope_json) {
+                            Ok(v) => &*slot.insert(v),
+                            Err(e) => {
+                                failures.push(RouteFailure {
+                                    rule: rule.name.clone(),
+                                    target: t.target.clone(),
+                                    message: format!("envelope is not JSON: {e}"),
+                                });
+                                continue;
+                            }
+                        },
+                    };
+                    match t.input.apply(value, &ctx) {
+                        Ok(p) => Some(p),
                         Err(e) => {
                             failures.push(RouteFailure {
                                 rule: rule.name.clone(),

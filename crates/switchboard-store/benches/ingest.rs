@@ -1,5 +1,6 @@
 //! Ingest benchmark: N concurrent tasks calling `Store::ingest` (1 KB envelope, dedup key, one
-//! 1 KB delivery each), optionally with a consumer doing `due` + `complete` at the same time.
+//! delivery of the envelope each), optionally with a consumer doing `due` + `complete` at the
+//! same time (the journal is its queue).
 //!
 //! Run: `cargo bench -p switchboard-store --bench ingest` (BENCH_SECS=n changes the length of
 //! each case, default 3). Prints a markdown table. The store lives under CARGO_TARGET_TMPDIR,
@@ -10,16 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use switchboard_store::{
-    CheckpointMode, DedupClaim, NewDelivery, NewEvent, Store, StoreError, StoreOptions,
-    StoreTuning, now_ms,
+    DedupClaim, NewDelivery, NewEvent, Store, StoreError, StoreOptions, StoreTuning, now_ms,
 };
 
 struct Case {
     name: &'static str,
     concurrency: usize,
     consumer: bool,
-    sync_full: bool,
-    checkpoint: CheckpointMode,
 }
 
 #[derive(Default)]
@@ -31,8 +29,7 @@ struct Outcome {
     secs: f64,
     lat_us: Vec<u32>,
     backlog: u64,
-    wal_bytes: u64,
-    db_bytes: u64,
+    journal_bytes: u64,
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -54,11 +51,12 @@ fn event(task: usize, n: u64, pad: &str) -> NewEvent {
             key: format!("k-{id}"),
             ttl_ms: 86_400_000,
         }),
-        envelope: body.clone(),
+        identity_ttl_ms: None,
+        envelope: body,
         deliveries: vec![NewDelivery {
             target: "t".into(),
             rule: "r".into(),
-            payload: body,
+            payload: None,
         }],
     }
 }
@@ -67,15 +65,8 @@ async fn run_case(case: &Case, secs: f64) -> Outcome {
     let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(root).unwrap();
     let dir = tempfile::tempdir_in(root).unwrap();
-    let tuning = StoreTuning {
-        checkpoint: case.checkpoint,
-        ..StoreTuning::default()
-    };
-    let opts = StoreOptions {
-        synchronous_full: case.sync_full,
-        ..StoreOptions::default()
-    };
-    let store = Store::open_tuned(dir.path(), opts, tuning).unwrap();
+    let store =
+        Store::open_tuned(dir.path(), StoreOptions::default(), StoreTuning::default()).unwrap();
     // ~1 KB envelope; varied so pages do not compress/dedup in any layer.
     let pad: Arc<str> = (0..960)
         .map(|i| (b'a' + ((i * 7919) % 26) as u8) as char)
@@ -101,7 +92,7 @@ async fn run_case(case: &Case, secs: f64) -> Outcome {
                 }
                 let n = due.len() as u64;
                 store
-                    .complete(due.into_iter().map(|d| d.seq).collect())
+                    .complete("t", due.into_iter().map(|d| d.id).collect())
                     .await
                     .unwrap();
                 if Instant::now() >= measure_from {
@@ -166,13 +157,14 @@ async fn run_case(case: &Case, secs: f64) -> Outcome {
         .get("t")
         .copied()
         .unwrap_or(0);
-    let size = |f: &str| {
-        std::fs::metadata(dir.path().join(f))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
-    out.wal_bytes = size("switchboard.db-wal");
-    out.db_bytes = size("switchboard.db");
+    out.journal_bytes = std::fs::read_dir(dir.path().join("journal"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
     store.close().await.unwrap();
     out.lat_us.sort_unstable();
     out
@@ -183,16 +175,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    let bg = StoreTuning::default().checkpoint;
-    let auto = CheckpointMode::Auto { pages: 1000 };
     let mut cases = Vec::new();
     for c in [1, 16, 64, 256] {
         cases.push(Case {
             name: "ingest only",
             concurrency: c,
             consumer: false,
-            sync_full: true,
-            checkpoint: bg,
         });
     }
     for c in [16, 64, 256] {
@@ -200,51 +188,7 @@ fn main() {
             name: "ingest + consumer",
             concurrency: c,
             consumer: true,
-            sync_full: true,
-            checkpoint: bg,
         });
-    }
-    for c in [1, 64] {
-        cases.push(Case {
-            name: "ingest only, inline autocheckpoint 1000",
-            concurrency: c,
-            consumer: false,
-            sync_full: true,
-            checkpoint: auto,
-        });
-    }
-    cases.push(Case {
-        name: "ingest + consumer, inline autocheckpoint 1000",
-        concurrency: 64,
-        consumer: true,
-        sync_full: true,
-        checkpoint: auto,
-    });
-    cases.push(Case {
-        name: "ingest + consumer, synchronous=NORMAL (not power-safe)",
-        concurrency: 64,
-        consumer: true,
-        sync_full: false,
-        checkpoint: bg,
-    });
-    if std::env::var("BENCH_CKPT_SWEEP").is_ok() {
-        // Exploration: how the inline checkpoint threshold changes single-writer latency.
-        cases.clear();
-        for (name, checkpoint) in [
-            ("sweep: background 100 ms", bg),
-            ("sweep: auto 1000", CheckpointMode::Auto { pages: 1000 }),
-            ("sweep: auto 4000", CheckpointMode::Auto { pages: 4000 }),
-            ("sweep: auto 16384", CheckpointMode::Auto { pages: 16_384 }),
-            ("sweep: auto off", CheckpointMode::Auto { pages: 0 }),
-        ] {
-            cases.push(Case {
-                name,
-                concurrency: 1,
-                consumer: false,
-                sync_full: true,
-                checkpoint,
-            });
-        }
     }
     if let Ok(filter) = std::env::var("BENCH_FILTER") {
         cases.retain(|c| c.name.contains(filter.as_str()));
@@ -258,7 +202,7 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "| case | conc. | events/s | ingests/commit | p50 ms | p99 ms | p99.9 ms | max ms | completes/s | backlog at end | WAL at end | busy |"
+        "| case | conc. | events/s | ingests/commit | p50 ms | p99 ms | p99.9 ms | max ms | completes/s | backlog at end | journal at end | busy |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for case in &cases {
@@ -289,10 +233,9 @@ fn main() {
             } else {
                 "-".into()
             },
-            o.wal_bytes as f64 / 1e6,
+            o.journal_bytes as f64 / 1e6,
             o.busy,
         );
-        let _ = o.db_bytes;
     }
     if std::env::var("BENCH_NO_PROBE").is_err() {
         fsync_probe("after");

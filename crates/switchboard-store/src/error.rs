@@ -37,6 +37,19 @@ pub enum StoreError {
     /// The file is not a Switchboard store (its `meta` table is missing or malformed).
     #[error("not a switchboard store: {0}")]
     NotAStore(String),
+    /// The store's files are damaged in a way recovery must not guess about (a bad record in
+    /// the middle of the journal, a segment that does not follow its predecessor).
+    #[error("store files are damaged: {0}")]
+    Corrupt(String),
+    /// One event (its envelope and the payloads of its deliveries) is larger than a journal
+    /// record may be.
+    #[error("event is {bytes} bytes; a journal record holds at most {max}")]
+    RecordTooLarge {
+        /// Encoded size of the record.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A page token that this store did not issue (or issued for another listing).
     #[error("invalid page token")]
     BadPageToken,

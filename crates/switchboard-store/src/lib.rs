@@ -28,8 +28,13 @@
 //! - `schema`: DDL, schema version check, connection pragmas.
 //! - `types`: the public data types; `error`: [`StoreError`].
 
+mod consumer;
 mod dedup_cache;
+mod dedup_index;
 mod error;
+mod ingest_writer;
+mod journal;
+mod migrate;
 mod reader;
 mod schema;
 mod store;
@@ -39,8 +44,8 @@ mod writer;
 pub use error::StoreError;
 pub use store::{Store, WriterPause, now_ms};
 pub use types::{
-    AuditRecord, CheckpointMode, DeadLetter, DeadLetterInfo, DedupClaim, Delivery, DlqFilter,
-    ExpireStats, IngestOutcome, NewDelivery, NewEvent, Page, QueuePoll, RedriveReport,
+    AuditRecord, CheckpointMode, DeadLetter, DeadLetterInfo, DedupClaim, Delivery, DeliveryId,
+    DlqFilter, ExpireStats, IngestOutcome, NewDelivery, NewEvent, Page, QueuePoll, RedriveReport,
     RedriveSelector, StoreOptions, StoreTuning, StoredEvent,
 };
 
@@ -56,7 +61,10 @@ pub const MAX_COMMIT_LINGER_US: u64 = 100_000;
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 /// The schema DDL, for benchmarks that compare engines on exactly the store's tables.
 #[doc(hidden)]
-pub const SCHEMA_DDL: &str = schema::DDL_V1;
+pub const SCHEMA_DDL: &str = schema::DDL_V2;
+/// The version 1 schema, for tests that build a store as an older release wrote it.
+#[doc(hidden)]
+pub const SCHEMA_DDL_V1: &str = schema::DDL_V1;
 
 /// Name of the database file inside the store directory.
 pub const DB_FILE_NAME: &str = schema::DB_FILE;

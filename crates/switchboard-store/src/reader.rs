@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
+use crate::consumer::SavedCursor;
 use crate::error::StoreError;
 use crate::schema;
 use crate::types::{
-    AuditRecord, DeadLetter, Delivery, DlqFilter, Page, QueuePoll, StoreOptions, StoreTuning,
-    StoredEvent,
+    AuditRecord, DeadLetter, Delivery, DeliveryId, DlqFilter, Page, QueuePoll, StoreOptions,
+    StoreTuning,
 };
 
 /// Largest page a listing returns, whatever the caller asks.
@@ -103,7 +104,7 @@ pub(crate) fn due(
     )?;
     let rows = stmt.query_map(params![target, now_ms, limit], |r| {
         Ok(Delivery {
-            seq: r.get(0)?,
+            id: DeliveryId::Queued(r.get(0)?),
             event_id: r.get(1)?,
             target: r.get(2)?,
             rule: r.get(3)?,
@@ -294,62 +295,10 @@ pub(crate) fn list_audit(
     })
 }
 
-pub(crate) fn get_event(conn: &Connection, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT id, source, received_at_ms, envelope FROM events WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok(StoredEvent {
-                id: r.get(0)?,
-                source: r.get(1)?,
-                received_at_ms: r.get(2)?,
-                envelope: r.get(3)?,
-            })
-        })
-        .optional()?)
-}
-
-/// Stored events received in `[from_ms, to_ms)`, oldest first, after the `(received_at_ms, id)`
-/// cursor; at most `limit`.
-pub(crate) fn events_between(
-    conn: &Connection,
-    from_ms: i64,
-    to_ms: i64,
-    after: Option<(i64, String)>,
-    limit: usize,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, source, received_at_ms, envelope FROM events
-         WHERE received_at_ms >= ?1 AND received_at_ms < ?2
-           AND (received_at_ms > ?3 OR (received_at_ms = ?3 AND id > ?4))
-         ORDER BY received_at_ms, id LIMIT ?5",
-    )?;
-    let rows = stmt.query_map(
-        params![
-            from_ms,
-            to_ms,
-            after_ms,
-            after_id,
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        ],
-        |r| {
-            Ok(StoredEvent {
-                id: r.get(0)?,
-                source: r.get(1)?,
-                received_at_ms: r.get(2)?,
-                envelope: r.get(3)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Row counts per table, for tests and diagnostics.
+/// Row counts of the SQLite tables, for tests and diagnostics.
 pub(crate) fn table_counts(conn: &Connection) -> Result<BTreeMap<&'static str, u64>, StoreError> {
     let mut out = BTreeMap::new();
     for (name, sql) in [
-        ("events", "SELECT count(*) FROM events"),
-        ("dedup", "SELECT count(*) FROM dedup"),
         ("deliveries", "SELECT count(*) FROM deliveries"),
         ("dlq", "SELECT count(*) FROM dlq"),
         ("audit", "SELECT count(*) FROM audit"),
@@ -358,6 +307,17 @@ pub(crate) fn table_counts(conn: &Connection) -> Result<BTreeMap<&'static str, u
         out.insert(name, u64::try_from(n).unwrap_or(0));
     }
     Ok(out)
+}
+
+/// The saved journal cursor of every target.
+pub(crate) fn cursors(conn: &Connection) -> Result<Vec<(String, SavedCursor)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT target, next_seq, settled FROM cursors")?;
+    let rows = stmt.query_map([], |r| {
+        let seq = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+        let settled: String = r.get(2)?;
+        Ok((r.get::<_, String>(0)?, SavedCursor::parse(seq, &settled)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -85,6 +85,17 @@ pub struct StoreTuning {
     ///
     /// [`LINGER_BELOW`]: crate::LINGER_BELOW
     pub commit_linger_us: u64,
+    /// A journal segment is closed and a new one started once it holds this many bytes.
+    /// Retention deletes whole segments, so this is also the granularity of expiry.
+    pub journal_segment_bytes: u64,
+    /// Recently committed journal records kept in memory, so target workers that keep up read
+    /// their deliveries without touching the disk. A worker that falls further behind reads the
+    /// segment files instead.
+    pub tail_bytes: usize,
+    /// The dedup memtable is written out as a run once it holds this many claims ...
+    pub dedup_flush_entries: usize,
+    /// ... or is this many seconds old. Both bound what a restart replays from the journal.
+    pub dedup_flush_secs: u64,
 }
 
 impl Default for StoreTuning {
@@ -101,6 +112,10 @@ impl Default for StoreTuning {
             dedup_cache_entries: 65_536,
             page_size: 4096,
             commit_linger_us: 300,
+            journal_segment_bytes: 64 << 20,
+            tail_bytes: 16 << 20,
+            dedup_flush_entries: 65_536,
+            dedup_flush_secs: 60,
         }
     }
 }
@@ -116,6 +131,11 @@ pub struct NewEvent {
     pub received_at_ms: i64,
     /// Dedup key to claim atomically with the insert, if the source has one.
     pub dedup: Option<DedupClaim>,
+    /// Also claim the envelope id itself for this long. Set for ids the sender chose (an
+    /// EventBridge envelope passed through): a relay that retries the same envelope is then a
+    /// duplicate even without a dedup key. Ids the gateway generates cannot repeat and need no
+    /// claim.
+    pub identity_ttl_ms: Option<i64>,
     /// The normalized envelope, JSON text.
     pub envelope: String,
     /// One row per (rule, target) match, with the already transformed payload.
@@ -138,8 +158,9 @@ pub struct NewDelivery {
     pub target: String,
     /// Rule name that matched.
     pub rule: String,
-    /// Payload to send (after the input transformer).
-    pub payload: String,
+    /// Payload to send after the input transformer; `None` sends the envelope itself, which is
+    /// then stored once for all such deliveries.
+    pub payload: Option<String>,
 }
 
 /// What `ingest` did.
@@ -155,11 +176,35 @@ pub enum IngestOutcome {
     },
 }
 
-/// A queued delivery.
+/// Where a delivery waits, which is also how it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "queue", rename_all = "snake_case")]
+pub enum DeliveryId {
+    /// A first attempt, read from the ingest journal: record `seq`, delivery `index` of it.
+    Journal {
+        /// Journal record.
+        seq: u64,
+        /// Position among the record's deliveries.
+        index: u32,
+    },
+    /// A retry, a redrive or a replay, in the `deliveries` table (AUTOINCREMENT: never reused).
+    Queued(i64),
+}
+
+impl std::fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliveryId::Journal { seq, index } => write!(f, "j{seq}.{index}"),
+            DeliveryId::Queued(s) => write!(f, "q{s}"),
+        }
+    }
+}
+
+/// A delivery that is due.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
-    /// Queue position; never reused (AUTOINCREMENT).
-    pub seq: i64,
+    /// Where it waits; pass it back to complete, reschedule or dead-letter it.
+    pub id: DeliveryId,
     /// Envelope id (the consumer's idempotency key).
     pub event_id: String,
     /// Target id.
@@ -303,6 +348,10 @@ pub struct AuditRecord {
 /// An event from the ingest log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredEvent {
+    /// Position in the journal (pages of [`Store::events_between`] continue after it).
+    ///
+    /// [`Store::events_between`]: crate::Store::events_between
+    pub seq: u64,
     /// Envelope id.
     pub id: String,
     /// Source name.
@@ -316,10 +365,8 @@ pub struct StoredEvent {
 /// What one `expire` call removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ExpireStats {
-    /// Expired dedup keys deleted.
-    pub dedup_deleted: u64,
-    /// Events past retention deleted.
+    /// Journal segments deleted (each a file of events past retention).
+    pub segments_deleted: u64,
+    /// Events in those segments.
     pub events_deleted: u64,
-    /// True when a limit was hit: call again soon, there is more to delete.
-    pub more: bool,
 }

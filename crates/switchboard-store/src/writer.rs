@@ -1,6 +1,8 @@
-//! The single writer thread: group commit and fail-stop.
+//! The SQLite writer thread: group commit and fail-stop for everything but ingest.
 //!
-//! One OS thread owns the only write connection. It blocks for the first queued command, takes
+//! Ingest goes to the journal (`ingest_writer`); SQLite holds what is written rarely: retries
+//! (deliveries that failed their first attempt), redrives and replays, dead letters, the audit
+//! log and the target cursors. One OS thread owns the only write connection. It blocks for the first queued command, takes
 //! whatever else is already queued (up to `max_batch`), runs them all inside ONE transaction
 //! (each in its own savepoint, so one bad command does not sink its neighbours), commits (the
 //! WAL fsync), and only then answers every command of the batch. Concurrent ingests therefore
@@ -20,18 +22,13 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::LINGER_BELOW;
-use crate::dedup_cache::{CachedKey, DedupCache};
+use crate::consumer::SavedCursor;
+use crate::dedup_cache::DedupCache;
 use crate::error::{StoreError, is_fatal};
-use crate::types::{
-    DeadLetterInfo, ExpireStats, IngestOutcome, NewDelivery, NewEvent, RedriveReport,
-    RedriveSelector,
-};
+use crate::types::{DeadLetterInfo, NewDelivery, RedriveReport, RedriveSelector};
 
 /// A commit at least this slow is logged.
 const SLOW_COMMIT: Duration = Duration::from_millis(100);
-
-/// Upper bound on rows one `expire` call deletes per table, whatever the caller asks.
-pub(crate) const MAX_EXPIRE_CHUNK: usize = 100_000;
 
 /// State shared by the store handle, the writer and the checkpointer.
 #[derive(Debug)]
@@ -44,8 +41,10 @@ pub(crate) struct Shared {
     pub(crate) closing: AtomicBool,
     /// Test hook: the next commit is treated as failed.
     pub(crate) fail_next_commit: AtomicBool,
-    /// Committed batches; the checkpointer skips rounds where it did not move.
+    /// Committed journal batches (each one fsync).
     pub(crate) commits: AtomicU64,
+    /// Committed SQLite batches; the checkpointer skips rounds where it did not move.
+    pub(crate) sqlite_commits: AtomicU64,
     /// Batches taken off the queue (counted before the linger): lets a test queue a write
     /// that provably missed the first take.
     pub(crate) batches_taken: AtomicU64,
@@ -61,6 +60,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             fail_next_commit: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            sqlite_commits: AtomicU64::new(0),
             batches_taken: AtomicU64::new(0),
             dedup_cache: DedupCache::new(dedup_cache_entries),
         }
@@ -88,8 +88,22 @@ impl Shared {
 
 /// What a command asks the writer to do.
 pub(crate) enum Op {
-    Ingest(NewEvent),
     Complete(Vec<i64>),
+    /// A journal delivery that failed its first attempt: queue it for a retry.
+    Spill {
+        spill: Spill,
+        attempts: u32,
+        next_attempt_at_ms: i64,
+        last_error: String,
+    },
+    /// A journal delivery that goes straight to the DLQ.
+    SpillDeadLetter {
+        spill: Spill,
+        info: DeadLetterInfo,
+        failed_at_ms: i64,
+    },
+    /// Where each target's journal queue stands.
+    SaveCursors(Vec<(String, SavedCursor)>),
     Reschedule {
         seq: i64,
         attempts: u32,
@@ -107,7 +121,8 @@ pub(crate) enum Op {
     },
     /// Deliveries for events already stored (a replay); no dedup, no new event rows.
     Enqueue {
-        deliveries: Vec<(String, NewDelivery)>,
+        /// Event id, the delivery, and its payload (the envelope when the delivery has none).
+        deliveries: Vec<(String, NewDelivery, String)>,
         now_ms: i64,
     },
     AppendAudit {
@@ -116,28 +131,25 @@ pub(crate) enum Op {
         action: String,
         detail: String,
     },
-    Expire {
-        now_ms: i64,
-        retention_ms: i64,
-        limit: usize,
-    },
     /// Drain what was queued before, checkpoint, stop.
     Shutdown,
-    /// Test hook: block the writer (inside its transaction) until `resume` is dropped.
-    TestPause {
-        paused: oneshot::Sender<()>,
-        resume: std::sync::mpsc::Receiver<()>,
-    },
+}
+
+/// A delivery leaving the journal for the `deliveries` or `dlq` table.
+pub(crate) struct Spill {
+    pub(crate) event_id: String,
+    pub(crate) target: String,
+    pub(crate) rule: String,
+    pub(crate) payload: String,
+    pub(crate) enqueued_at_ms: i64,
 }
 
 /// What the writer answers.
 #[derive(Debug)]
 pub(crate) enum Output {
     Unit,
-    Ingest(IngestOutcome),
     Seq(i64),
     Redrive(RedriveReport),
-    Expire(ExpireStats),
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Output, StoreError>>;
@@ -192,7 +204,6 @@ pub(crate) fn run(
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         drain_queued(&mut rx, &mut batch, max_batch);
-        shared.batches_taken.fetch_add(1, Ordering::Release);
         // A plain sleep, not a timed receive: tokio's channel has no blocking receive with a
         // timeout, and the wait is short enough that ending it early would gain little.
         if batch.len() < LINGER_BELOW
@@ -205,23 +216,20 @@ pub(crate) fn run(
         let shutdown_at = batch.iter().position(|c| matches!(c.op, Op::Shutdown));
         let tail = shutdown_at.map(|at| batch.split_off(at));
         if !batch.is_empty() {
-            // How long callers wait on the disk, and how much one fsync carries: the two numbers
-            // that explain ingest latency tails (`/metrics`).
             let started = std::time::Instant::now();
             let commands = batch.len();
             process_batch(&conn, &mut batch, &shared);
             let elapsed = started.elapsed();
-            metrics::histogram!("switchboard_store_commit_seconds").record(elapsed.as_secs_f64());
+            metrics::histogram!("switchboard_store_sqlite_commit_seconds")
+                .record(elapsed.as_secs_f64());
             if elapsed >= SLOW_COMMIT {
-                // Every ingest waiting behind this commit waited this long: the usual cause is
-                // the disk (an fsync stall), which nothing else in the process would show.
+                // Retries, dead-lettering and redrives wait behind it: usually the disk.
                 tracing::warn!(
                     elapsed_ms = elapsed.as_millis() as u64,
                     commands,
-                    "slow store commit"
+                    "slow sqlite commit"
                 );
             }
-            metrics::histogram!("switchboard_store_commit_commands").record(commands as f64);
         }
         if let Some(tail) = tail {
             // Stop the checkpointer first so the final TRUNCATE checkpoint cannot find it
@@ -325,13 +333,12 @@ fn process_batch(conn: &Connection, batch: &mut Vec<Cmd>, shared: &Shared) {
 
     let mut results: Vec<(Reply, Result<Output, StoreError>)> = Vec::with_capacity(batch.len());
     let mut fatal: Option<String> = None;
-    let mut cache_keys = Vec::new();
     for cmd in batch.drain(..) {
         if fatal.is_some() {
             results.push((cmd.reply, Err(StoreError::ShuttingDown)));
             continue;
         }
-        let result = exec_in_savepoint(conn, cmd.op, &mut cache_keys);
+        let result = exec_in_savepoint(conn, cmd.op);
         if let Err(StoreError::Sqlite(e)) = &result
             && is_fatal(e)
         {
@@ -342,16 +349,11 @@ fn process_batch(conn: &Connection, batch: &mut Vec<Cmd>, shared: &Shared) {
 
     let commit = match fatal {
         Some(reason) => Err(reason),
-        None if shared.fail_next_commit.swap(false, Ordering::AcqRel) => {
-            Err("injected commit failure (test hook)".to_string())
-        }
         None => exec_sql(conn, "COMMIT").map_err(|e| format!("commit failed: {e}")),
     };
     match commit {
         Ok(()) => {
-            shared.commits.fetch_add(1, Ordering::Relaxed);
-            // Before the replies: a sender that retries the moment it is answered must hit.
-            shared.dedup_cache.insert_committed(cache_keys);
+            shared.sqlite_commits.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(batch = results.len(), "committed");
             for (reply, result) in results {
                 let _ = reply.send(result);
@@ -371,20 +373,13 @@ fn process_batch(conn: &Connection, batch: &mut Vec<Cmd>, shared: &Shared) {
     }
 }
 
-/// Runs one command in its own savepoint. Dedup keys it wrote or read are appended to
-/// `cache_keys` only if the savepoint was released, for the cache to take after the commit.
-fn exec_in_savepoint(
-    conn: &Connection,
-    op: Op,
-    cache_keys: &mut Vec<CachedKey>,
-) -> Result<Output, StoreError> {
+/// Runs one command in its own savepoint, so an ordinary error undoes only that command.
+fn exec_in_savepoint(conn: &Connection, op: Op) -> Result<Output, StoreError> {
     exec_sql(conn, "SAVEPOINT cmd")?;
-    let mut key = None;
-    let result = exec(conn, op, &mut key);
+    let result = exec(conn, op);
     match &result {
         Ok(_) => {
             exec_sql(conn, "RELEASE cmd")?;
-            cache_keys.extend(key);
         }
         Err(_) => {
             exec_sql(conn, "ROLLBACK TO cmd")?;
@@ -394,13 +389,70 @@ fn exec_in_savepoint(
     result
 }
 
-fn exec(
-    conn: &Connection,
-    op: Op,
-    cache_key: &mut Option<CachedKey>,
-) -> Result<Output, StoreError> {
+fn exec(conn: &Connection, op: Op) -> Result<Output, StoreError> {
     match op {
-        Op::Ingest(ev) => ingest(conn, ev, cache_key).map(Output::Ingest),
+        Op::Spill {
+            spill,
+            attempts,
+            next_attempt_at_ms,
+            last_error,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO deliveries(event_id, target, rule, payload, attempts, enqueued_at_ms,
+                                        next_attempt_at_ms, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                spill.event_id,
+                spill.target,
+                spill.rule,
+                spill.payload,
+                attempts,
+                spill.enqueued_at_ms,
+                next_attempt_at_ms,
+                last_error
+            ])?;
+            Ok(Output::Seq(conn.last_insert_rowid()))
+        }
+        Op::SpillDeadLetter {
+            spill,
+            info,
+            failed_at_ms,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO dlq(event_id, target, rule, payload, error_code, error_message,
+                                 exhausted_condition, retry_attempts, enqueued_at_ms, failed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                spill.event_id,
+                spill.target,
+                spill.rule,
+                spill.payload,
+                info.error_code,
+                info.error_message,
+                info.exhausted_condition,
+                info.retry_attempts,
+                spill.enqueued_at_ms,
+                failed_at_ms
+            ])?;
+            Ok(Output::Seq(conn.last_insert_rowid()))
+        }
+        Op::SaveCursors(cursors) => {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO cursors(target, next_seq, settled) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(target) DO UPDATE SET next_seq = excluded.next_seq,
+                                                   settled = excluded.settled",
+            )?;
+            for (target, c) in cursors {
+                stmt.execute(params![
+                    target,
+                    i64::try_from(c.next_seq).unwrap_or(i64::MAX),
+                    c.settled_text()
+                ])?;
+            }
+            Ok(Output::Unit)
+        }
         Op::Complete(seqs) => {
             let mut stmt = conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
             for seq in seqs {
@@ -459,8 +511,8 @@ fn exec(
                                         next_attempt_at_ms)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
             )?;
-            for (event_id, d) in &deliveries {
-                stmt.execute(params![event_id, d.target, d.rule, d.payload, now_ms])?;
+            for (event_id, d, payload) in &deliveries {
+                stmt.execute(params![event_id, d.target, d.rule, payload, now_ms])?;
             }
             Ok(Output::Unit)
         }
@@ -476,88 +528,8 @@ fn exec(
             .execute(params![at_ms, actor, action, detail])?;
             Ok(Output::Seq(conn.last_insert_rowid()))
         }
-        Op::Expire {
-            now_ms,
-            retention_ms,
-            limit,
-        } => expire(conn, now_ms, retention_ms, limit).map(Output::Expire),
         Op::Shutdown => Ok(Output::Unit),
-        Op::TestPause { paused, resume } => {
-            let _ = paused.send(());
-            // Err means the guard was dropped: either way, resume.
-            let _ = resume.recv();
-            Ok(Output::Unit)
-        }
     }
-}
-
-/// Dedup check, event insert, dedup claim and deliveries: all in the caller's savepoint, so the
-/// claim is never visible without the event (invariant 2).
-fn ingest(
-    conn: &Connection,
-    ev: NewEvent,
-    cache_key: &mut Option<CachedKey>,
-) -> Result<IngestOutcome, StoreError> {
-    if let Some(claim) = &ev.dedup {
-        let mut stmt =
-            conn.prepare_cached("SELECT event_id, expires_at_ms FROM dedup WHERE key = ?1")?;
-        let mut rows = stmt.query([&claim.key])?;
-        if let Some(row) = rows.next()? {
-            let original_id: String = row.get(0)?;
-            let expires_at_ms: i64 = row.get(1)?;
-            if expires_at_ms > ev.received_at_ms {
-                // Not in the cache (evicted, or written before a restart): it is now.
-                *cache_key = Some(CachedKey {
-                    key: claim.key.clone(),
-                    event_id: original_id.clone(),
-                    expires_at_ms,
-                });
-                return Ok(IngestOutcome::Duplicate { original_id });
-            }
-        }
-    }
-    // The envelope id is the event's identity too: an EventBridge relay retrying the same
-    // envelope is a duplicate even without a dedup key.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO events(id, source, received_at_ms, envelope)
-             VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![ev.id, ev.source, ev.received_at_ms, ev.envelope])?;
-    if inserted == 0 {
-        return Ok(IngestOutcome::Duplicate { original_id: ev.id });
-    }
-    if let Some(claim) = &ev.dedup {
-        let expires = ev.received_at_ms.saturating_add(claim.ttl_ms);
-        conn.prepare_cached(
-            "INSERT INTO dedup(key, event_id, expires_at_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT(key) DO UPDATE SET event_id = excluded.event_id,
-                                            expires_at_ms = excluded.expires_at_ms",
-        )?
-        .execute(params![claim.key, ev.id, expires])?;
-        *cache_key = Some(CachedKey {
-            key: claim.key.clone(),
-            event_id: ev.id.clone(),
-            expires_at_ms: expires,
-        });
-    }
-    if !ev.deliveries.is_empty() {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO deliveries(event_id, target, rule, payload, attempts, enqueued_at_ms,
-                                    next_attempt_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
-        )?;
-        for d in &ev.deliveries {
-            stmt.execute(params![
-                ev.id,
-                d.target,
-                d.rule,
-                d.payload,
-                ev.received_at_ms
-            ])?;
-        }
-    }
-    Ok(IngestOutcome::Stored)
 }
 
 const REDRIVE_COLUMNS: &str = "INSERT INTO deliveries(event_id, target, rule, payload, attempts,
@@ -637,34 +609,6 @@ fn redrive(
     Ok(report)
 }
 
-fn expire(
-    conn: &Connection,
-    now_ms: i64,
-    retention_ms: i64,
-    limit: usize,
-) -> Result<ExpireStats, StoreError> {
-    let limit = limit.clamp(1, MAX_EXPIRE_CHUNK);
-    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
-    let dedup_deleted = conn
-        .prepare_cached(
-            "DELETE FROM dedup WHERE key IN
-               (SELECT key FROM dedup WHERE expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2)",
-        )?
-        .execute(params![now_ms, limit_sql])?;
-    let cutoff = now_ms.saturating_sub(retention_ms.max(0));
-    let events_deleted = conn
-        .prepare_cached(
-            "DELETE FROM events WHERE id IN
-               (SELECT id FROM events WHERE received_at_ms < ?1 ORDER BY received_at_ms LIMIT ?2)",
-        )?
-        .execute(params![cutoff, limit_sql])?;
-    Ok(ExpireStats {
-        dedup_deleted: dedup_deleted as u64,
-        events_deleted: events_deleted as u64,
-        more: dedup_deleted >= limit || events_deleted >= limit,
-    })
-}
-
 /// The background checkpointer: `wal_checkpoint(PASSIVE)` on its own connection, so the copy
 /// of WAL pages into the main file and its fsync never sit between a commit and its ack.
 /// PASSIVE never blocks the writer; if the writer is mid-append it just copies what is safe.
@@ -674,7 +618,7 @@ pub(crate) fn run_checkpointer(
     interval: Duration,
     shared: Arc<Shared>,
 ) {
-    let mut last = shared.commits.load(Ordering::Relaxed);
+    let mut last = shared.sqlite_commits.load(Ordering::Relaxed);
     loop {
         match stop.recv_timeout(interval) {
             Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -683,7 +627,7 @@ pub(crate) fn run_checkpointer(
         if !shared.is_healthy() {
             return;
         }
-        let now = shared.commits.load(Ordering::Relaxed);
+        let now = shared.sqlite_commits.load(Ordering::Relaxed);
         if now == last {
             continue;
         }

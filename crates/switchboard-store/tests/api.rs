@@ -8,8 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use common::{ev, open};
 use switchboard_store::{
-    DeadLetterInfo, DlqFilter, IngestOutcome, NewDelivery, RedriveSelector, Store, StoreError,
-    StoreOptions, StoreTuning,
+    DeadLetterInfo, Delivery, DeliveryId, DlqFilter, IngestOutcome, NewDelivery, RedriveSelector,
+    Store, StoreError, StoreOptions, StoreTuning,
 };
 
 /// Polls a future once: enough to make `ingest` enqueue its command (its `try_send` runs on
@@ -52,12 +52,15 @@ async fn ingest_due_complete() {
     assert_eq!(depths.get("b"), Some(&1));
     assert_eq!(s.due("a", 100, 0).await.unwrap(), vec![]);
 
-    s.complete(vec![d.seq]).await.unwrap();
+    // A read, not a take: the delivery is due until it is completed.
+    assert_eq!(s.due("a", 100, 10).await.unwrap(), due);
+    s.complete("a", vec![d.id]).await.unwrap();
     assert!(s.due("a", i64::MAX, 10).await.unwrap().is_empty());
     assert_eq!(s.next_due_at("a").await.unwrap(), None);
     assert_eq!(s.due("b", 100, 10).await.unwrap().len(), 1);
+    assert_eq!(s.queue_depths().await.unwrap().get("a"), None);
     // Completing again is harmless.
-    s.complete(vec![d.seq]).await.unwrap();
+    s.complete("a", vec![d.id]).await.unwrap();
 
     let stored = s.get_event("e1").await.unwrap().unwrap();
     assert_eq!(stored.envelope, r#"{"id":"e1","detail":{}}"#);
@@ -83,12 +86,11 @@ async fn events_between_pages_by_time_and_enqueue_adds_deliveries() {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.events_between(200, 400, after.clone(), 2).await.unwrap();
+        let page = s.events_between(200, 400, after, 2).await.unwrap();
         if page.is_empty() {
             break;
         }
-        let last = page.last().unwrap();
-        after = Some((last.received_at_ms, last.id.clone()));
+        after = page.last().map(|e| e.seq);
         seen.extend(page.into_iter().map(|e| e.id));
     }
     assert_eq!(
@@ -103,7 +105,7 @@ async fn events_between_pages_by_time_and_enqueue_adds_deliveries() {
             NewDelivery {
                 target: "t".into(),
                 rule: "r".into(),
-                payload: "{}".into(),
+                payload: Some("{}".into()),
             },
         )],
         500,
@@ -180,7 +182,7 @@ async fn poll_queue_says_when_to_look_again() {
         (2, true, None)
     );
     // A rescheduled delivery moves out of `due` and into `next_due_at`.
-    s.reschedule(first.due[0].seq, 1, 5_000, "HTTP 503".into())
+    s.reschedule(&first.due[0], 1, 5_000, "HTTP 503".into())
         .await
         .unwrap();
     let after = s.poll_queue("t", 1_000, 10).await.unwrap();
@@ -189,6 +191,21 @@ async fn poll_queue_says_when_to_look_again() {
     s.close().await.unwrap();
 }
 
+fn queued(seq: i64) -> Delivery {
+    Delivery {
+        id: DeliveryId::Queued(seq),
+        event_id: "x".into(),
+        target: "t".into(),
+        rule: "r".into(),
+        payload: "{}".into(),
+        attempts: 0,
+        enqueued_at_ms: 0,
+        next_attempt_at_ms: 0,
+    }
+}
+
+/// First attempts come in journal order; a rescheduled one moves to the `deliveries` table,
+/// where retries are due by time and come before first attempts.
 #[tokio::test]
 async fn reschedule_and_due_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,28 +215,39 @@ async fn reschedule_and_due_order() {
             .await
             .unwrap();
     }
-    let ids = |v: &[switchboard_store::Delivery]| {
-        v.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>()
-    };
+    let ids = |v: &[Delivery]| v.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>();
     let due = s.due("t", 1_000, 10).await.unwrap();
-    assert_eq!(ids(&due), ["e2", "e3", "e1"]);
-    assert_eq!(ids(&s.due("t", 1_000, 2).await.unwrap()), ["e2", "e3"]);
+    assert_eq!(ids(&due), ["e1", "e2", "e3"]);
+    assert_eq!(ids(&s.due("t", 1_000, 2).await.unwrap()), ["e1", "e2"]);
 
-    let e2 = due[0].seq;
-    s.reschedule(e2, 1, 5_000, "HTTP 503".into()).await.unwrap();
-    assert_eq!(ids(&s.due("t", 1_000, 10).await.unwrap()), ["e3", "e1"]);
+    s.reschedule(&due[1], 1, 5_000, "HTTP 503".into())
+        .await
+        .unwrap();
+    assert_eq!(ids(&s.due("t", 1_000, 10).await.unwrap()), ["e1", "e3"]);
     let later = s.due("t", 5_000, 10).await.unwrap();
-    assert_eq!(ids(&later), ["e3", "e1", "e2"]);
-    assert_eq!(later[2].attempts, 1);
-    assert_eq!(later[2].next_attempt_at_ms, 5_000);
-    assert_eq!(s.next_due_at("t").await.unwrap(), Some(200));
+    assert_eq!(ids(&later), ["e2", "e1", "e3"]);
+    assert!(matches!(later[0].id, DeliveryId::Queued(_)));
+    assert_eq!((later[0].attempts, later[0].next_attempt_at_ms), (1, 5_000));
+    assert_eq!(
+        later[0].enqueued_at_ms, 100,
+        "a retry keeps its enqueue time"
+    );
+    assert_eq!(s.next_due_at("t").await.unwrap(), Some(300));
+    assert_eq!(s.queue_depths().await.unwrap()["t"], 3);
+
+    // A retry that fails again is rescheduled in place.
+    s.reschedule(&later[0], 2, 6_000, "HTTP 503".into())
+        .await
+        .unwrap();
+    let again = s.due("t", 6_000, 10).await.unwrap();
+    assert_eq!((again[0].id, again[0].attempts), (later[0].id, 2));
 
     assert!(matches!(
-        s.reschedule(9_999, 1, 0, String::new()).await,
+        s.reschedule(&queued(9_999), 1, 0, String::new()).await,
         Err(StoreError::UnknownDelivery(9_999))
     ));
     assert!(matches!(
-        s.dead_letter(9_999, dl("x")).await,
+        s.dead_letter(&queued(9_999), dl("x")).await,
         Err(StoreError::UnknownDelivery(9_999))
     ));
     // A failed command in a batch leaves the store healthy.
@@ -243,7 +271,7 @@ async fn dlq_pagination_and_redrive() {
     seqs.sort_by_key(|d| d.event_id.clone());
     for (i, d) in seqs.iter().enumerate() {
         s.dead_letter_at(
-            d.seq,
+            d,
             dl(if i < 20 { "http_5xx" } else { "timeout" }),
             1_000 + i as i64,
         )
@@ -383,7 +411,7 @@ async fn dlq_pagination_and_redrive() {
     assert!(
         due_a
             .windows(2)
-            .all(|w| (w[0].next_attempt_at_ms, w[0].seq) < (w[1].next_attempt_at_ms, w[1].seq))
+            .all(|w| (w[0].next_attempt_at_ms, w[0].id) < (w[1].next_attempt_at_ms, w[1].id))
     );
 }
 
@@ -603,11 +631,16 @@ async fn reopen_keeps_everything() {
         .unwrap();
     }
     let d = s.due("a", 100, 1).await.unwrap();
-    s.dead_letter_at(d[0].seq, dl("x"), 200).await.unwrap();
+    s.dead_letter_at(&d[0], dl("x"), 200).await.unwrap();
+    let d = s.due("a", 100, 1).await.unwrap();
+    s.reschedule(&d[0], 1, 300, "HTTP 500".into())
+        .await
+        .unwrap();
     s.append_audit("me".into(), "test".into(), serde_json::json!({}))
         .await
         .unwrap();
     let before = s.table_counts().await.unwrap();
+    assert_eq!(before["deliveries"], 19);
     let clone = s.clone();
     s.close().await.unwrap();
     assert!(matches!(
@@ -622,7 +655,10 @@ async fn reopen_keeps_everything() {
 
     let s = open(dir.path());
     assert_eq!(s.table_counts().await.unwrap(), before);
-    assert_eq!(s.due("a", 100, 100).await.unwrap().len(), 9);
+    // The settled first attempts (dead-lettered, rescheduled) are not handed out again.
+    let a = s.due("a", 300, 100).await.unwrap();
+    assert_eq!(a.len(), 9);
+    assert_eq!((a[0].event_id.as_str(), a[0].attempts), ("e1", 1));
     assert_eq!(s.due("b", 100, 100).await.unwrap().len(), 10);
     assert_eq!(s.dlq_depths().await.unwrap()["a"], 1);
     assert_eq!(s.list_audit(None, 10).await.unwrap().items.len(), 1);
@@ -635,38 +671,38 @@ async fn reopen_keeps_everything() {
             original_id: "e3".into()
         }
     );
-    // Seqs are never reused across restarts (AUTOINCREMENT).
-    let max_before = s
-        .due("a", 100, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.seq)
-        .max()
-        .unwrap();
+    // The journal goes on after what it holds: a new event's delivery comes after the others.
+    let journal_seq = |d: &Delivery| match d.id {
+        DeliveryId::Journal { seq, .. } => Some(seq),
+        DeliveryId::Queued(_) => None,
+    };
+    let max_before = a.iter().filter_map(journal_seq).max().unwrap();
     s.ingest(ev("new", None, 100, &["a"])).await.unwrap();
-    let new_seq = s
-        .due("a", 100, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.seq)
-        .max()
-        .unwrap();
-    assert!(new_seq > max_before);
+    let after = s.due("a", 300, 100).await.unwrap();
+    let newest = after.iter().filter_map(journal_seq).max().unwrap();
+    assert!(newest > max_before);
+    assert_eq!(after.last().map(|d| d.event_id.as_str()), Some("new"));
 }
 
+/// Retention deletes whole journal segments, oldest first, and only what no one needs: every
+/// event in it is past retention, every target has read past it, and no live dedup claim
+/// points into it.
 #[tokio::test]
-async fn expire_is_bounded_and_complete() {
+async fn expire_deletes_whole_segments_nobody_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    // 50 events at t = 0..50 with 1 s dedup keys; 10 recent ones at t = 10_000.
-    for i in 0..50 {
-        s.ingest(ev(&format!("old{i}"), Some(&format!("k{i}")), i, &[]))
+    let tuning = StoreTuning {
+        journal_segment_bytes: 4096,
+        ..StoreTuning::default()
+    };
+    let s = Store::open_tuned(dir.path(), StoreOptions::default(), tuning.clone()).unwrap();
+    s.register_targets(&["t".to_string()]).await.unwrap();
+    // 60 old events (t = 0..60, keys live 1 s), in many small segments, each for target t.
+    for i in 0..60 {
+        s.ingest(ev(&format!("old{i}"), Some(&format!("k{i}")), i, &["t"]))
             .await
             .unwrap();
     }
-    for i in 0..10 {
+    for i in 0..5 {
         s.ingest(ev(
             &format!("new{i}"),
             Some(&format!("n{i}")),
@@ -676,32 +712,55 @@ async fn expire_is_bounded_and_complete() {
         .await
         .unwrap();
     }
-    // now = 10_500, retention 5_000: old events and old keys go, new ones stay.
-    let first = s.expire(10_500, 5_000, 20).await.unwrap();
-    assert_eq!(
-        (first.dedup_deleted, first.events_deleted, first.more),
-        (20, 20, true)
+    // Target t has read nothing yet: nothing may go, however old.
+    let st = s.expire(10_500, 5_000, 100).await.unwrap();
+    assert_eq!(st.events_deleted, 0);
+    // t takes the first 30 old events.
+    let due = s.due("t", 10_500, 30).await.unwrap();
+    let ids: Vec<DeliveryId> = due.iter().map(|d| d.id).collect();
+    s.complete("t", ids).await.unwrap();
+    // Force the dedup memtable out so the claims are in runs (the journal is then not needed
+    // to rebuild them): a restart does that.
+    s.close().await.unwrap();
+    let s = Store::open_tuned(dir.path(), StoreOptions::default(), tuning).unwrap();
+    s.register_targets(&["t".to_string()]).await.unwrap();
+    let st = s.expire(10_500, 5_000, 100).await.unwrap();
+    assert!(st.segments_deleted > 0);
+    assert!(
+        st.events_deleted > 0 && st.events_deleted <= 30,
+        "only segments t has read past: {st:?}"
     );
-    let mut rounds = 1;
-    loop {
-        let st = s.expire(10_500, 5_000, 20).await.unwrap();
-        rounds += 1;
-        if !st.more {
-            break;
-        }
-        assert!(rounds < 10);
-    }
-    assert_eq!(rounds, 3);
     let counts = s.table_counts().await.unwrap();
-    assert_eq!((counts["events"], counts["dedup"]), (10, 10));
+    assert_eq!(counts["events"], 65 - st.events_deleted);
+    assert!(s.get_event("old0").await.unwrap().is_none());
+    assert!(s.get_event("old45").await.unwrap().is_some());
     assert!(s.get_event("new3").await.unwrap().is_some());
-    // Expiring events does not touch queued deliveries.
-    assert_eq!(counts["deliveries"], 10);
-    // An expired key is claimable again.
+    // What t still owes is intact and in order.
+    let rest = s.due("t", 10_500, 100).await.unwrap();
+    assert_eq!(rest.len(), 35);
+    assert_eq!(rest[0].event_id, "old30");
+    // An ended claim is claimable again; a live one is not.
     assert_eq!(
         s.ingest(ev("re", Some("k1"), 10_500, &[])).await.unwrap(),
         IngestOutcome::Stored
     );
+    assert_eq!(
+        s.ingest(ev("dup", Some("n1"), 10_500, &[])).await.unwrap(),
+        IngestOutcome::Duplicate {
+            original_id: "new1".into()
+        }
+    );
+    // Once t has read everything, every sealed old segment can go.
+    let ids: Vec<DeliveryId> = rest.iter().map(|d| d.id).collect();
+    s.complete("t", ids).await.unwrap();
+    let st2 = s.expire(20_000, 5_000, 100).await.unwrap();
+    assert!(st2.events_deleted > 0);
+    // Only the active segment is left (it is never deleted).
+    let left = s.table_counts().await.unwrap()["events"];
+    assert_eq!(left, 66 - st.events_deleted - st2.events_deleted);
+    assert!(left < st.events_deleted, "{left} records left");
+    assert!(s.get_event("old30").await.unwrap().is_none());
+    assert!(s.get_event("new4").await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -751,7 +810,7 @@ async fn failed_commit_is_fail_stop() {
         Err(StoreError::Failed(_))
     ));
     assert!(matches!(
-        s.complete(vec![1]).await,
+        s.complete("t", vec![DeliveryId::Queued(1)]).await,
         Err(StoreError::Failed(_))
     ));
     assert!(matches!(
@@ -875,4 +934,129 @@ fn store_and_its_futures_are_send_and_sync() {
     send(&s.list_dlq(DlqFilter::default(), None, 1));
     send(&s.redrive(RedriveSelector::Ids(vec![]), 1));
     send(&s.clone().close());
+}
+
+/// A store written by the previous release (schema version 1: events and dedup keys in SQLite)
+/// opens, moves its events and live claims into the journal and the dedup index, and keeps its
+/// queued deliveries, dead letters and audit log.
+#[tokio::test]
+async fn a_version_1_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(switchboard_store::DB_FILE_NAME);
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta VALUES ('schema_version', '1');",
+        )
+        .unwrap();
+        c.execute_batch(switchboard_store::SCHEMA_DDL_V1).unwrap();
+        let uuid = "0192d4c3-7a1b-7cde-8f00-112233445566";
+        for (id, at) in [("old-1", 100), (uuid, 200), ("old-3", 300)] {
+            c.execute(
+                "INSERT INTO events(id, source, received_at_ms, envelope) VALUES (?1, 's', ?2, ?3)",
+                rusqlite::params![id, at, format!(r#"{{"id":"{id}"}}"#)],
+            )
+            .unwrap();
+        }
+        let far = i64::MAX / 4;
+        for (key, id, exp) in [
+            ("k1", "old-1", far),
+            ("k2", uuid, far),
+            ("gone", "old-3", 1),
+            ("orphan", "ffffffff-0000-7000-8000-000000000001", far),
+        ] {
+            c.execute(
+                "INSERT INTO dedup(key, event_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key, id, exp],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO deliveries(event_id, target, rule, payload, attempts, enqueued_at_ms,
+                                    next_attempt_at_ms) VALUES ('old-1', 't', 'r', 'p1', 2, 100, 500)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO dlq(event_id, target, rule, payload, error_code, error_message,
+                             retry_attempts, enqueued_at_ms, failed_at_ms)
+             VALUES ('old-3', 't', 'r', 'p3', 'HTTP_500', 'boom', 3, 300, 400)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO audit(at_ms, actor, action, detail) VALUES (1, 'a', 'x', '{}')",
+            [],
+        )
+        .unwrap();
+    }
+    let s = open(dir.path());
+    let counts = s.table_counts().await.unwrap();
+    assert_eq!(
+        (
+            counts["events"],
+            counts["deliveries"],
+            counts["dlq"],
+            counts["audit"]
+        ),
+        (3, 1, 1, 1)
+    );
+    for id in ["old-1", "0192d4c3-7a1b-7cde-8f00-112233445566", "old-3"] {
+        let e = s.get_event(id).await.unwrap().expect("migrated event");
+        assert_eq!(e.envelope, format!(r#"{{"id":"{id}"}}"#));
+    }
+    let dup = |key: &str, id: &str| {
+        let mut e = ev(id, Some(key), 1_000, &[]);
+        e.dedup.as_mut().unwrap().ttl_ms = 1_000;
+        e
+    };
+    for (key, original) in [
+        ("k1", "old-1"),
+        ("k2", "0192d4c3-7a1b-7cde-8f00-112233445566"),
+        ("orphan", "ffffffff-0000-7000-8000-000000000001"),
+    ] {
+        assert_eq!(
+            s.ingest(dup(key, "new")).await.unwrap(),
+            IngestOutcome::Duplicate {
+                original_id: original.into()
+            },
+            "{key}"
+        );
+    }
+    assert_eq!(
+        s.ingest(dup("gone", "new-2")).await.unwrap(),
+        IngestOutcome::Stored,
+        "an ended claim is not carried over"
+    );
+    let due = s.due("t", 500, 10).await.unwrap();
+    assert_eq!(
+        (due.len(), due[0].payload.as_str(), due[0].attempts),
+        (1, "p1", 2)
+    );
+    assert_eq!(s.dlq_depths().await.unwrap()["t"], 1);
+    s.close().await.unwrap();
+    // The migration happens once; the store now opens as version 2.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let v: String = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, switchboard_store::SCHEMA_VERSION.to_string());
+    let tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('events', 'dedup')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+    drop(c);
+    let s = open(dir.path());
+    assert_eq!(s.table_counts().await.unwrap()["events"], 4);
+    s.close().await.unwrap();
 }

@@ -616,11 +616,11 @@ async fn process_batch(
         match decision {
             Decision::Complete => {
                 telemetry::delivery_latency(&target.name, now - d.enqueued_at_ms);
-                done.push(d.seq);
+                done.push(d.id);
             }
             Decision::Retry { at_ms, error } => {
                 tracing::debug!(target = %target.name, event = %d.event_id, %error, "delivery failed, will retry");
-                match store.reschedule(d.seq, d.attempts + 1, at_ms, error).await {
+                match store.reschedule(d, d.attempts + 1, at_ms, error).await {
                     Ok(()) => due_again(at_ms),
                     Err(e) => {
                         tracing::error!(target = %target.name, error = %e, "rescheduling failed; the delivery stays due");
@@ -647,7 +647,7 @@ async fn process_batch(
         }
     }
     if !done.is_empty()
-        && let Err(e) = store.complete(done).await
+        && let Err(e) = store.complete(&target.name, done).await
     {
         // Left in the queue, the deliveries will be sent again: a duplicate, never a loss.
         tracing::error!(target = %target.name, error = %e, "completing deliveries failed");
@@ -675,7 +675,7 @@ async fn dead_letter(
                         "delivery sent to the SQS dead-letter queue"
                     );
                     telemetry::dead_lettered(&target.name);
-                    if let Err(e) = store.complete(vec![d.seq]).await {
+                    if let Err(e) = store.complete(&target.name, vec![d.id]).await {
                         tracing::error!(target = %target.name, error = %e, "completing a dead-lettered delivery failed; it may be dead-lettered twice");
                         return false;
                     }
@@ -702,7 +702,7 @@ async fn dead_letter(
         "delivery moved to the dead-letter queue"
     );
     telemetry::dead_lettered(&target.name);
-    if let Err(e) = store.dead_letter(d.seq, info).await {
+    if let Err(e) = store.dead_letter(d, info).await {
         tracing::error!(target = %target.name, error = %e, "dead-lettering failed; the delivery stays due");
         return false;
     }

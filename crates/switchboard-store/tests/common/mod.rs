@@ -12,13 +12,15 @@ pub fn ev(id: &str, key: Option<&str>, at_ms: i64, targets: &[&str]) -> NewEvent
             key: k.to_string(),
             ttl_ms: 1_000,
         }),
+        // Test ids are chosen by the "sender", like a relayed EventBridge envelope's.
+        identity_ttl_ms: Some(1_000),
         envelope: format!(r#"{{"id":"{id}","detail":{{}}}}"#),
         deliveries: targets
             .iter()
             .map(|t| NewDelivery {
                 target: t.to_string(),
                 rule: format!("rule-{t}"),
-                payload: format!(r#"{{"id":"{id}","to":"{t}"}}"#),
+                payload: Some(format!(r#"{{"id":"{id}","to":"{t}"}}"#)),
             })
             .collect(),
     }
