@@ -35,6 +35,8 @@ pub struct SourceRuntime {
     pub verifier: Verifier,
     /// What the pipeline needs to know about the source.
     pub pipeline: PipelineSource,
+    /// Per-request metric handles.
+    pub metrics: telemetry::SourceMetrics,
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -60,15 +62,19 @@ pub async fn handle(
             } else {
                 StatusCode::ACCEPTED
             };
-            let body = axum::Json(serde_json::json!({"id": id, "duplicate": duplicate}));
+            // Written directly: the answer every sender waits for, on every request.
+            let body = format!(
+                r#"{{"id":{},"duplicate":{duplicate}}}"#,
+                serde_json::Value::from(id)
+            );
             (
                 if duplicate { "duplicate" } else { "accepted" },
-                (status, body).into_response(),
+                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
             )
         }
         Err(e) => (e.code, e.into_response()),
     };
-    telemetry::ingest(&source.name, outcome, started.elapsed());
+    source.metrics.record(outcome, started.elapsed());
     resp
 }
 

@@ -155,6 +155,8 @@ impl Gateway {
             loaded.config.server.data_dir = d;
         }
         let cfg = &loaded.config;
+        // First: the metric handles sources and targets register below need the recorder.
+        let metrics_handle = telemetry::init();
         let data_dir = cfg.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| GatewayError::Io {
             path: data_dir.clone(),
@@ -277,7 +279,7 @@ impl Gateway {
             sources: sources.clone(),
             shutdown: shutdown.clone(),
             admin_token,
-            metrics: telemetry::init(),
+            metrics: metrics_handle,
             genesys_sources: std::sync::OnceLock::new(),
             #[cfg(feature = "aws")]
             shared_dedup,
@@ -591,6 +593,7 @@ fn build_source(
             scheme: scheme_name,
             verifier,
             pipeline: pipeline::PipelineSource::from_config(s, default_window),
+            metrics: telemetry::SourceMetrics::new(&s.name),
         },
         generated,
     ))

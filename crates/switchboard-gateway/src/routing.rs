@@ -101,16 +101,11 @@ impl Router {
         let mut out = Vec::new();
         let mut failures = Vec::new();
         let mut parsed: Option<serde_json::Value> = None;
-        let matched = match self.matcher.matches_json(envelope_json.as_bytes()) {
-            Ok(m) => m,
-            // Our own serialization: not expected, but a parsed tree gives the same answer.
-            Err(_) => match envelope {
-                Some(v) => self.matcher.matches_value(v),
-                None => match serde_json::from_str(envelope_json) {
-                    Ok(v) => self.matcher.matches_value(parsed.insert(v)),
-                    Err(_) => Vec::new(),
-                },
-            },
+        let matched = if self.matcher.is_empty() {
+            // Only rules without a pattern: nothing to read from the event.
+            Vec::new()
+        } else {
+            self.matched(envelope_json, envelope, &mut parsed)
         };
         let indexes = self.match_all.iter().copied().chain(
             matched
@@ -165,5 +160,25 @@ impl Router {
             }
         }
         (out, failures)
+    }
+
+    /// Names of the pattern rules `envelope_json` matches.
+    fn matched<'a>(
+        &'a self,
+        envelope_json: &str,
+        envelope: Option<&serde_json::Value>,
+        parsed: &mut Option<serde_json::Value>,
+    ) -> Vec<&'a str> {
+        match self.matcher.matches_json(envelope_json.as_bytes()) {
+            Ok(m) => m,
+            // Our own serialization: not expected, but a parsed tree gives the same answer.
+            Err(_) => match envelope {
+                Some(v) => self.matcher.matches_value(v),
+                None => match serde_json::from_str(envelope_json) {
+                    Ok(v) => self.matcher.matches_value(parsed.insert(v)),
+                    Err(_) => Vec::new(),
+                },
+            },
+        }
     }
 }

@@ -32,6 +32,90 @@ pub fn init() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Handles for one source's per-request metrics, registered once: building a labelled key costs
+/// an allocation and a registry lookup, which on the ingest path is paid by every request.
+/// Create them after [`init`]: a handle made before the recorder exists records nothing.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    source: String,
+    accepted: metrics::Counter,
+    duplicate: metrics::Counter,
+    duplicates: metrics::Counter,
+    ack: metrics::Histogram,
+}
+
+impl SourceMetrics {
+    /// Registers the handles of `source`.
+    pub fn new(source: &str) -> SourceMetrics {
+        let s = || source.to_string();
+        SourceMetrics {
+            source: source.to_string(),
+            accepted: metrics::counter!("switchboard_ingest_requests_total", "source" => s(), "outcome" => "accepted"),
+            duplicate: metrics::counter!("switchboard_ingest_requests_total", "source" => s(), "outcome" => "duplicate"),
+            duplicates: metrics::counter!("switchboard_ingest_duplicates_total", "source" => s()),
+            ack: metrics::histogram!("switchboard_ingest_ack_seconds", "source" => s()),
+        }
+    }
+
+    /// [`ingest`] through the registered handles (the other outcomes are rare: looked up).
+    pub fn record(&self, outcome: &'static str, elapsed: Duration) {
+        match outcome {
+            "accepted" => self.accepted.increment(1),
+            "duplicate" => {
+                self.duplicate.increment(1);
+                self.duplicates.increment(1);
+            }
+            other => {
+                metrics::counter!("switchboard_ingest_requests_total", "source" => self.source.clone(), "outcome" => other).increment(1);
+            }
+        }
+        self.ack.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Handles for one target's per-delivery metrics, registered once (see [`SourceMetrics`]).
+#[derive(Debug, Clone)]
+pub struct TargetMetrics {
+    delivered: metrics::Counter,
+    retryable: metrics::Counter,
+    fatal: metrics::Counter,
+    attempt: metrics::Histogram,
+    latency: metrics::Histogram,
+}
+
+impl TargetMetrics {
+    /// Registers the handles of `target`.
+    pub fn new(target: &str) -> TargetMetrics {
+        let t = || target.to_string();
+        TargetMetrics {
+            delivered: metrics::counter!("switchboard_deliveries_total", "target" => t(), "outcome" => "delivered"),
+            retryable: metrics::counter!("switchboard_deliveries_total", "target" => t(), "outcome" => "retryable_error"),
+            fatal: metrics::counter!("switchboard_deliveries_total", "target" => t(), "outcome" => "fatal_error"),
+            attempt: metrics::histogram!("switchboard_delivery_attempt_seconds", "target" => t()),
+            latency: metrics::histogram!("switchboard_delivery_latency_seconds", "target" => t()),
+        }
+    }
+
+    /// `n` delivery attempts of one batch finished with `outcome` (`delivered`,
+    /// `retryable_error`, `fatal_error`), the batch taking `elapsed`.
+    pub fn attempts(&self, outcome: &'static str, n: u64, elapsed: Duration) {
+        let c = match outcome {
+            "delivered" => &self.delivered,
+            "retryable_error" => &self.retryable,
+            _ => &self.fatal,
+        };
+        c.increment(n);
+        for _ in 0..n {
+            self.attempt.record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// A delivery succeeded `ms` after its event was enqueued (end-to-end latency).
+    pub fn latency(&self, ms: i64) {
+        self.latency.record(ms.max(0) as f64 / 1000.0);
+    }
+}
+
 /// One ingest request finished with `outcome` (`accepted`, `duplicate`, `unauthorized`, …).
 pub fn ingest(source: &str, outcome: &'static str, elapsed: Duration) {
     metrics::counter!("switchboard_ingest_requests_total", "source" => source.to_string(), "outcome" => outcome).increment(1);
@@ -47,19 +131,6 @@ pub fn ingest(source: &str, outcome: &'static str, elapsed: Duration) {
 pub fn route_failure(target: &str) {
     metrics::counter!("switchboard_route_failures_total", "target" => target.to_string())
         .increment(1);
-}
-
-/// One delivery attempt finished.
-pub fn delivery(target: &str, outcome: &'static str, elapsed: Duration) {
-    metrics::counter!("switchboard_deliveries_total", "target" => target.to_string(), "outcome" => outcome).increment(1);
-    metrics::histogram!("switchboard_delivery_attempt_seconds", "target" => target.to_string())
-        .record(elapsed.as_secs_f64());
-}
-
-/// A delivery succeeded `ms` after its event was enqueued (end-to-end latency).
-pub fn delivery_latency(target: &str, ms: i64) {
-    metrics::histogram!("switchboard_delivery_latency_seconds", "target" => target.to_string())
-        .record(ms.max(0) as f64 / 1000.0);
 }
 
 /// A delivery went to the dead-letter queue.

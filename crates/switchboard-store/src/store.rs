@@ -178,21 +178,15 @@ impl Queues {
         }
     }
 
-    /// The lowest journal seq some target may still need: retention keeps it. A target's live
-    /// consumer knows best; a target not polled since open has its saved cursor. Before
-    /// [`Store::register_targets`] every target with a cursor counts; after it, only those.
+    /// The lowest journal seq some target may still need: retention keeps it. Only saved
+    /// cursors count (the caller makes them durable first): after a power cut a target resumes
+    /// from its saved cursor, so the journal behind it must still be there. Before
+    /// [`Store::register_targets`] every saved cursor counts; after it, only registered ones.
     fn retention_floor(&self) -> u64 {
-        let consumers = lock(&self.consumers);
         let registered = lock(&self.registered);
-        let counts = |t: &str| registered.as_ref().is_none_or(|r| r.contains(t));
         let mut floor = u64::MAX;
-        for (t, c) in consumers.iter() {
-            if counts(t) {
-                floor = floor.min(lock(c).cursor());
-            }
-        }
         for (t, c) in lock(&self.saved).iter() {
-            if counts(t) && !consumers.contains_key(t) {
+            if registered.as_ref().is_none_or(|r| r.contains(t)) {
                 floor = floor.min(c.next_seq);
             }
         }
@@ -388,6 +382,7 @@ impl Store {
             max: opts.max_batch,
             // Rare writes: no reason to wait for company.
             linger: Duration::ZERO,
+            full_sync: opts.synchronous_full,
         };
         let writer_shared = shared.clone();
         let mut threads = vec![
@@ -563,7 +558,7 @@ impl Store {
                 .collect()
         };
         if !new.is_empty() {
-            self.write_unit(Op::SaveCursors(new.clone())).await?;
+            self.write_unit(Op::SaveCursorsDurably(new.clone())).await?;
             q.mark_saved(&new);
         }
         *lock(&q.registered) = Some(targets.iter().cloned().collect());
@@ -1009,6 +1004,13 @@ impl Store {
             .inner
             .ingest_tx
             .try_send(IngestCmd::ExpireDedup(now_ms));
+        // Cursors and spills are committed without a fsync of their own: sync them all first,
+        // so that nothing retention relies on can roll back after a power cut.
+        let q = &self.inner.queues;
+        let cursors = q.cursors_to_save();
+        self.write_unit(Op::SaveCursorsDurably(cursors.clone()))
+            .await?;
+        q.mark_saved(&cursors);
         let cutoff = now_ms.saturating_sub(event_retention_ms.max(0));
         let floor = self.inner.queues.retention_floor();
         let covered = self.inner.index.covered();

@@ -102,7 +102,7 @@ impl Default for StoreTuning {
     fn default() -> Self {
         StoreTuning {
             checkpoint: CheckpointMode::Background {
-                interval_ms: 100,
+                interval_ms: 1_000,
                 fallback_pages: 16_384,
             },
             journal_size_limit_bytes: 64 * 1024 * 1024,

@@ -104,6 +104,9 @@ pub(crate) enum Op {
     },
     /// Where each target's journal queue stands.
     SaveCursors(Vec<(String, SavedCursor)>),
+    /// The same, committed with a fsync: makes every earlier commit durable too (the WAL is
+    /// synced up to the end), which retention needs before it deletes journal segments.
+    SaveCursorsDurably(Vec<(String, SavedCursor)>),
     Reschedule {
         seq: i64,
         attempts: u32,
@@ -178,6 +181,27 @@ pub(crate) struct Batching {
     pub(crate) max: usize,
     /// One wait for more when fewer than [`LINGER_BELOW`] are queued (zero: none).
     pub(crate) linger: Duration,
+    /// Whether commits that are not delivery progress fsync (`synchronous=FULL`).
+    pub(crate) full_sync: bool,
+}
+
+impl Op {
+    /// Delivery progress: losing it to a power cut repeats deliveries and loses nothing, because
+    /// the journal still holds every first attempt and SQLite's WAL keeps commits in order (a
+    /// cursor that survived implies the spills before it survived). Such batches commit with
+    /// `synchronous=NORMAL`: durable at the next checkpoint rather than at once, and no fsync
+    /// of their own competing with the journal's.
+    fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            Op::Complete(_)
+                | Op::Spill { .. }
+                | Op::SpillDeadLetter { .. }
+                | Op::SaveCursors(_)
+                | Op::Reschedule { .. }
+                | Op::DeadLetter { .. }
+        )
+    }
 }
 
 /// Moves queued commands into `batch` until it holds `max` or the queue is empty.
@@ -200,6 +224,8 @@ pub(crate) fn run(
 ) {
     let _guard = PanicGuard(shared.clone());
     let max_batch = batching.max;
+    // What the connection is set to: FULL when the store is durable (schema::open_connection).
+    let mut full_now = batching.full_sync;
     let mut batch: Vec<Cmd> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -218,6 +244,14 @@ pub(crate) fn run(
         if !batch.is_empty() {
             let started = std::time::Instant::now();
             let commands = batch.len();
+            let want_full = batching.full_sync && !batch.iter().all(|c| c.op.is_progress());
+            if want_full != full_now {
+                let level = if want_full { "FULL" } else { "NORMAL" };
+                match conn.pragma_update(None, "synchronous", level) {
+                    Ok(()) => full_now = want_full,
+                    Err(e) => tracing::warn!(error = %e, level, "setting synchronous failed"),
+                }
+            }
             process_batch(&conn, &mut batch, &shared);
             let elapsed = started.elapsed();
             metrics::histogram!("switchboard_store_sqlite_commit_seconds")
@@ -438,7 +472,7 @@ fn exec(conn: &Connection, op: Op) -> Result<Output, StoreError> {
             ])?;
             Ok(Output::Seq(conn.last_insert_rowid()))
         }
-        Op::SaveCursors(cursors) => {
+        Op::SaveCursors(cursors) | Op::SaveCursorsDurably(cursors) => {
             let mut stmt = conn.prepare_cached(
                 "INSERT INTO cursors(target, next_seq, settled) VALUES (?1, ?2, ?3)
                  ON CONFLICT(target) DO UPDATE SET next_seq = excluded.next_seq,

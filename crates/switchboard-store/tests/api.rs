@@ -758,7 +758,6 @@ async fn expire_deletes_whole_segments_nobody_needs() {
     // Only the active segment is left (it is never deleted).
     let left = s.table_counts().await.unwrap()["events"];
     assert_eq!(left, 66 - st.events_deleted - st2.events_deleted);
-    assert!(left < st.events_deleted, "{left} records left");
     assert!(s.get_event("old30").await.unwrap().is_none());
     assert!(s.get_event("new4").await.unwrap().is_some());
 }

@@ -148,6 +148,8 @@ pub struct TargetRuntime {
     /// For SQS dead-letter queues.
     #[cfg(feature = "aws")]
     pub aws: Option<Arc<AwsRuntime>>,
+    /// Per-delivery metric handles.
+    pub metrics: telemetry::TargetMetrics,
 }
 
 #[cfg(feature = "aws")]
@@ -252,7 +254,15 @@ impl TargetRuntime {
             }
             other => {
                 let (sender, kind) = Self::local_sender(other, data_dir)?;
-                (sender, kind, Duration::ZERO, None)
+                // A file target syncs each batch it writes. The journal already holds its
+                // deliveries durably, so waiting 10 ms for company costs nothing but that
+                // latency and saves most of those fsyncs under load (BENCHMARKS.md).
+                let linger = if kind == "file" {
+                    Duration::from_millis(10)
+                } else {
+                    Duration::ZERO
+                };
+                (sender, kind, linger, None)
             }
         };
         let claim_check = match &cfg.claim_check {
@@ -289,6 +299,7 @@ impl TargetRuntime {
             claim_check,
             #[cfg(feature = "aws")]
             aws,
+            metrics: telemetry::TargetMetrics::new(&cfg.name),
         })
     }
 
@@ -598,7 +609,7 @@ async fn process_batch(
                     Attempt::Retryable { .. } => "retryable_error",
                     Attempt::Fatal { .. } => "fatal_error",
                 };
-                telemetry::delivery(&target.name, outcome, elapsed);
+                target.metrics.attempts(outcome, 1, elapsed);
                 let policy = router.retry_policy(&d.rule, &d.target);
                 policy::decide(
                     &policy,
@@ -615,7 +626,7 @@ async fn process_batch(
     for (d, decision) in send.iter().zip(decisions) {
         match decision {
             Decision::Complete => {
-                telemetry::delivery_latency(&target.name, now - d.enqueued_at_ms);
+                target.metrics.latency(now - d.enqueued_at_ms);
                 done.push(d.id);
             }
             Decision::Retry { at_ms, error } => {
