@@ -146,8 +146,13 @@ fn push_minified(out: &mut String, raw: &str) {
 }
 
 fn push_json_str(out: &mut String, s: &str) {
-    // Serializing a str into a String cannot fail.
-    if let Ok(quoted) = serde_json::to_string(s) {
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // The usual case (ids, topics, config values): nothing to escape, nothing to allocate.
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else if let Ok(quoted) = serde_json::to_string(s) {
+        // Serializing a str into a String cannot fail.
         out.push_str(&quoted);
     }
 }

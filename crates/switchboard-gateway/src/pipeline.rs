@@ -232,7 +232,9 @@ pub async fn accept_with(
     let shared = match (&app.shared_dedup, &normalized.dedup_key) {
         (Some(sd), Some(key)) => {
             use switchboard_aws::dynamo::Claim;
-            match sd.table.claim(key, &normalized.id).await {
+            // Boxed: an SDK call's future is kilobytes, and inline it would make every request's
+            // future that large (and copied when the handler is boxed), shared dedup or not.
+            match Box::pin(sd.table.claim(key, &normalized.id)).await {
                 Ok(Claim::New) => Some((sd, key.clone())),
                 Ok(Claim::Duplicate { original_id }) => {
                     return Ok(Accepted {
@@ -267,7 +269,14 @@ pub async fn accept_with(
     let result = app.store.ingest(event).await;
     #[cfg(feature = "aws")]
     if let Some((sd, key)) = shared {
-        settle_shared_claim(sd, &key, &normalized.id, &result, source.dedup_ttl_ms).await;
+        Box::pin(settle_shared_claim(
+            sd,
+            &key,
+            &normalized.id,
+            &result,
+            source.dedup_ttl_ms,
+        ))
+        .await;
     }
     match result {
         Ok(IngestOutcome::Stored) => {

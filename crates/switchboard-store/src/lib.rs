@@ -37,6 +37,7 @@ mod journal;
 mod migrate;
 mod reader;
 mod schema;
+mod segfile;
 mod store;
 mod types;
 mod writer;
