@@ -6,7 +6,10 @@
 //!   the secrets;
 //! - a body that passes `check_json_depth(_, 64)` parses no deeper than 64 levels;
 //! - an accepted event is an envelope with `version`, `id`, `detail-type` (1 to 128 chars),
-//!   `source`, `time` (`YYYY-MM-DDTHH:MM:SSZ`), an object `detail`, and a bounded dedup key.
+//!   `source`, `time` (`YYYY-MM-DDTHH:MM:SSZ`), an object `detail`, and a bounded dedup key;
+//! - whenever the text fast path (`normalize_text`) takes a body, `normalize` accepts it too and
+//!   both give the same envelope (same JSON value, same member order), id, key and detail-type,
+//!   and the text envelope is one line of JSON.
 //!
 //! Input layout (the seeds in `corpus/verify_normalize/seed-*` follow it):
 //! ```text
@@ -26,7 +29,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use switchboard_event::{
     DedupKeyMode, MAX_DETAIL_TYPE_CHARS, NormalizeContext, NormalizeOptions, check_json_depth,
-    normalize,
+    normalize, normalize_text,
 };
 use switchboard_verify::{
     ConfigError, DEFAULT_HMAC_HEADER, Encoding, Scheme, Verifier, VerifyError, sign,
@@ -351,13 +354,36 @@ fn check_normalize(req: &Request, delivery_id: Option<&str>) {
         delivery_id,
         received_at,
     };
+    // The fast path reads the same bytes the gateway would hand it (after the depth pre-scan).
+    let fast = std::str::from_utf8(&req.body)
+        .ok()
+        .and_then(|text| normalize_text(text, &ctx, opts));
     let n = match normalize(value, &ctx, opts) {
         Ok(n) => n,
         Err(e) => {
+            assert!(
+                fast.is_none(),
+                "normalize_text accepted what normalize refuses ({e}): {:?}",
+                fast.map(|f| f.envelope)
+            );
             assert!(!e.to_string().is_empty());
             return;
         }
     };
+    if let Some(f) = &fast {
+        assert!(!f.envelope.contains('\n'), "text envelope spans lines");
+        let v: Value = serde_json::from_str(&f.envelope).expect("text envelope is not JSON");
+        assert_eq!(v, n.envelope, "text and value envelopes differ");
+        assert_eq!(
+            serde_json::to_string(&v).unwrap_or_default(),
+            serde_json::to_string(&n.envelope).unwrap_or_default(),
+            "member order differs"
+        );
+        assert_eq!(
+            (&f.id, &f.dedup_key, f.shape, &f.detail_type),
+            (&n.id, &n.dedup_key, n.shape, &n.detail_type)
+        );
+    }
     let Some(env) = n.envelope.as_object() else {
         panic!("envelope is not an object: {}", n.envelope);
     };

@@ -162,6 +162,11 @@ impl Default for Config {
     }
 }
 
+/// Ceiling for `server.max_body_bytes`. The envelope that wraps a body must fit in one
+/// journal record (256 MiB); a bound far below that keeps every accepted request storable
+/// and a misconfigured gateway from buffering huge bodies in memory.
+pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -553,7 +558,7 @@ pub struct TargetConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// How long a worker waits for a partial batch to fill (default 20 ms for AWS targets,
-    /// 0 otherwise; an `s3` ndjson target uses its window).
+    /// 10 ms for file targets, 0 otherwise; an `s3` ndjson target uses its window).
     #[serde(default)]
     pub linger_ms: Option<u64>,
     /// Store events over the size limit aside and send a small pointer event instead.
@@ -909,11 +914,11 @@ impl Config {
                 message,
             };
         let s = &self.server;
-        if s.max_body_bytes == 0 {
+        if s.max_body_bytes == 0 || s.max_body_bytes > MAX_BODY_BYTES_LIMIT {
             return Err(err(
                 0..0,
                 "server.max_body_bytes".into(),
-                "must be > 0".into(),
+                format!("must be between 1 and {MAX_BODY_BYTES_LIMIT}"),
             ));
         }
         if s.header_timeout_secs == 0 || s.request_timeout_secs == 0 {
@@ -1724,6 +1729,22 @@ mod tests {
             "[[sources]]\nname = \"s\"\npath = \"/x\"\nauth = { scheme = \"basic\" }\n",
             &["sources[0].auth", "secrets"],
         );
+    }
+
+    #[test]
+    fn body_limit_is_bounded_below_the_journal_record_limit() {
+        check_err(
+            "[server]\nmax_body_bytes = 67108865\n",
+            &["t.toml", "server.max_body_bytes", "between 1 and 67108864"],
+        );
+        check_err("[server]\nmax_body_bytes = 0\n", &["server.max_body_bytes"]);
+        let ok = Config::from_toml(
+            "[server]\nmax_body_bytes = 67108864\n",
+            "t.toml",
+            PathBuf::from("."),
+        )
+        .expect("the ceiling itself is allowed");
+        assert_eq!(ok.config.server.max_body_bytes, MAX_BODY_BYTES_LIMIT);
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub enum Rejection {
     /// The input is not an event the normalizer understands (sender's fault).
     #[error("{0}")]
     NotAnEvent(#[from] switchboard_event::NormalizeError),
+    /// The event with its deliveries is larger than a journal record may be (sender's fault:
+    /// retrying cannot help).
+    #[error("{0}")]
+    TooLarge(String),
     /// The store's queue is full: try again shortly.
     #[error("too many events in flight; retry later")]
     Busy,
@@ -83,13 +87,18 @@ pub enum Rejection {
 impl Rejection {
     /// True when retrying the same input can succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Rejection::NotAnEvent(_))
+        !matches!(self, Rejection::NotAnEvent(_) | Rejection::TooLarge(_))
     }
 
     /// The HTTP answer for this rejection (DESIGN.md's ack table).
     pub fn into_api_error(self, retry_after: u64) -> ApiError {
         match self {
             Rejection::NotAnEvent(e) => ApiError::bad_request("not_an_event", e.to_string()),
+            Rejection::TooLarge(m) => ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "event_too_large",
+                m,
+            ),
             Rejection::Busy => ApiError::unavailable("store_busy", self.to_string(), retry_after),
             Rejection::ShuttingDown => {
                 ApiError::unavailable("shutting_down", self.to_string(), retry_after)
@@ -291,6 +300,7 @@ pub async fn accept_with(
             duplicate: true,
         }),
         Err(StoreError::Busy) => Err(Rejection::Busy),
+        Err(e @ StoreError::RecordTooLarge { .. }) => Err(Rejection::TooLarge(e.to_string())),
         Err(StoreError::ShuttingDown) => Err(Rejection::ShuttingDown),
         Err(e) => {
             tracing::error!(error = %e, "store refused the event");

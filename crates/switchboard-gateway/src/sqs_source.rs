@@ -126,6 +126,7 @@ pub async fn run(
                         Err(Rejection::NotAnEvent(e)) => {
                             Handling::Poison("NotAnEvent", e.to_string())
                         }
+                        Err(Rejection::TooLarge(e)) => Handling::Poison("EventTooLarge", e),
                         Err(r) => {
                             telemetry::ingest(&source.name, "unavailable", started.elapsed());
                             tracing::warn!(source = %source.name, error = %r, "event refused for now; the message stays in the queue");
