@@ -253,12 +253,10 @@ impl Gateway {
             &cfg.envelope.account,
         ));
 
-        let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-            .await
-            .map_err(|source| GatewayError::Io {
-                path: PathBuf::from(cfg.server.listen.to_string()),
-                source,
-            })?;
+        let listener = server::bind(cfg.server.listen).map_err(|source| GatewayError::Io {
+            path: PathBuf::from(cfg.server.listen.to_string()),
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| GatewayError::Io {
             path: PathBuf::from(cfg.server.listen.to_string()),
             source,

@@ -15,14 +15,31 @@
 //! So thousands of silent connections cost a socket each and never delay a client that speaks,
 //! while the number of connections with HTTP buffers is bounded.
 //!
+//! When every serving slot is taken and a connection that spoke is waiting, one slot is handed
+//! over: the connection idle (between requests) for longest closes, at once if it has been quiet
+//! for 250 ms, else after its next response; with none idle, the oldest busy one answers its
+//! current request with `connection: close` and ends. A connection is never closed while a
+//! request it was sent may be unread (under load one can sit in the socket of a connection the
+//! server looks idle on), so a sender does not see a request it wrote fail because another
+//! client arrived. The waiter asks again every 250 ms until it has a slot.
+//!
+//! When `accept` runs out of file descriptors, the oldest silent connections are closed (64 at a
+//! time) rather than left to hold every descriptor while clients that would speak wait in the
+//! backlog behind them.
+//!
+//! The listen backlog is 4,096 (the kernel caps it at `net.core.somaxconn`), not the 128 of tokio and std:
+//! a sender that opens connections in a burst while the server is busy would otherwise have its
+//! SYNs dropped and wait a second or more for the retransmit.
+//!
 //! Shutdown: when the token fires the loop stops accepting, every open connection is told to
 //! finish its in-flight request and close, and [`serve`] returns once they all have.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +57,22 @@ pub struct ListenerLimits {
     pub header_timeout: Duration,
 }
 
+/// Listen backlog asked of the kernel (which caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`]; must be called inside a tokio runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio do on Unix: a restarted gateway can bind while old sockets linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `app` on `listener` until `cancel` fires, then drains connections.
 pub async fn serve(
     listener: TcpListener,
@@ -50,6 +83,7 @@ pub async fn serve(
     let serving = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let served = Arc::new(Served::default());
     let pending = Arc::new(Semaphore::new(limits.max_pending_connections.max(1)));
+    let silent = Arc::new(Silent::default());
     let tracker = TaskTracker::new();
     let mut accept_backoff = Duration::from_millis(5);
     loop {
@@ -60,7 +94,21 @@ pub async fn serve(
                     s
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning (mini-redis does the same).
+                    if is_out_of_descriptors(&e) {
+                        // Silent connections may be what used the descriptors up: close the
+                        // oldest of them, so that a client that speaks, queued behind them in
+                        // the backlog, can still be accepted.
+                        let shed = silent.shed_oldest(SHED_ON_EMFILE);
+                        if shed > 0 {
+                            metrics::counter!("switchboard_connections_shed_total")
+                                .increment(shed as u64);
+                            tracing::warn!(error = %e, shed, "out of descriptors: closed the oldest silent connections");
+                            // Let them close before accepting again.
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                    }
+                    // Back off instead of spinning (mini-redis does the same).
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(accept_backoff).await;
                     accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
@@ -80,35 +128,41 @@ pub async fn serve(
         let cancel = cancel.clone();
         let serving = serving.clone();
         let served = served.clone();
+        let quiet = SilentGuard::new(&silent);
         tracker.spawn(async move {
             // `peek` (not `readable`, whose readiness can be spurious) waits for a real byte.
             let mut probe = [0u8; 1];
             let first_byte = tokio::select! {
                 r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut probe)) => r,
+                _ = quiet.shed.notified() => return,
                 _ = cancel.cancelled() => return,
             };
             if !matches!(first_byte, Ok(Ok(n)) if n > 0) {
                 return;
             }
+            drop(quiet);
             drop(pending_permit);
             let serving_permit = match serving.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
                     // Every slot is taken, most likely by keep-alive connections sitting idle
-                    // until their timeout: ask the longest-served one to finish its request
-                    // and close, so a waiting sender is not stalled for a whole idle timeout.
-                    served.reclaim_oldest();
-                    tokio::select! {
-                        p = serving.acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        },
-                        _ = cancel.cancelled() => return,
+                    // until their timeout: have one hand its slot over (module docs), so a
+                    // waiting sender is not stalled for a whole idle timeout.
+                    loop {
+                        served.reclaim();
+                        tokio::select! {
+                            p = serving.clone().acquire_owned() => match p {
+                                Ok(p) => break p,
+                                Err(_) => return,
+                            },
+                            _ = tokio::time::sleep(IDLE_CLOSE_AFTER) => {}
+                            _ = cancel.cancelled() => return,
+                        }
                     }
                 }
             };
-            let (id, yield_slot) = served.register();
-            serve_connection(stream, app, limits.header_timeout, cancel, &yield_slot).await;
+            let (id, conn) = served.register();
+            serve_connection(stream, app, limits.header_timeout, cancel, &served, &conn).await;
             served.unregister(id);
             drop(serving_permit);
         });
@@ -117,21 +171,119 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Connections holding a serving slot, oldest first, each with the signal that asks it to close.
+/// A served connection quiet for this long may be closed at once to free its slot; one quiet
+/// for less ends after its next response instead.
+const IDLE_CLOSE_AFTER: Duration = Duration::from_millis(250);
+
+/// Silent connections closed per `EMFILE`/`ENFILE` from `accept`.
+const SHED_ON_EMFILE: usize = 64;
+
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    // EMFILE (per process) and ENFILE (system-wide) on Linux and the BSDs.
+    matches!(e.raw_os_error(), Some(24 | 23))
+}
+
+/// Accepted connections that have not sent a byte yet, oldest first (ids grow).
 #[derive(Default)]
+struct Silent {
+    next_id: AtomicU64,
+    conns: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>>,
+}
+
+impl Silent {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks up to `n` of the oldest silent connections to close; returns how many were asked.
+    fn shed_oldest(&self, n: usize) -> usize {
+        let mut conns = self.lock();
+        let mut shed = 0;
+        while shed < n {
+            let Some((_, notify)) = conns.pop_first() else {
+                break;
+            };
+            // `notify_one` keeps the wake-up for a task that is not waiting yet.
+            notify.notify_one();
+            shed += 1;
+        }
+        shed
+    }
+}
+
+/// A connection's place in [`Silent`], left when it speaks or ends.
+struct SilentGuard {
+    id: u64,
+    shed: Arc<tokio::sync::Notify>,
+    silent: Arc<Silent>,
+}
+
+impl SilentGuard {
+    fn new(silent: &Arc<Silent>) -> Self {
+        let id = silent.next_id.fetch_add(1, Ordering::Relaxed);
+        let shed = Arc::new(tokio::sync::Notify::new());
+        silent.lock().insert(id, shed.clone());
+        SilentGuard {
+            id,
+            shed,
+            silent: silent.clone(),
+        }
+    }
+}
+
+impl Drop for SilentGuard {
+    fn drop(&mut self) {
+        self.silent.lock().remove(&self.id);
+    }
+}
+
+/// One served connection, as the slot hand-over sees it.
+struct ConnState {
+    /// Closes the connection now (idle) or after its current request (busy).
+    yield_slot: tokio::sync::Notify,
+    /// A request is being handled (HTTP/1.1 handles one at a time per connection).
+    busy: AtomicBool,
+    /// The next response says `connection: close`, and the connection ends after it.
+    close_after_response: AtomicBool,
+    /// Microseconds since `Served::epoch` when the last request ended (or the connection began).
+    idle_since_us: AtomicU64,
+}
+
+/// Connections holding a serving slot, oldest first.
 struct Served {
-    next_id: std::sync::atomic::AtomicU64,
-    conns: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    next_id: AtomicU64,
+    epoch: Instant,
+    conns: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<ConnState>)>>,
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        Served {
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+            conns: Default::default(),
+        }
+    }
 }
 
 impl Served {
-    fn register(&self) -> (u64, Arc<tokio::sync::Notify>) {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let n = Arc::new(tokio::sync::Notify::new());
-        self.lock().push_back((id, n.clone()));
-        (id, n)
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn register(&self) -> (u64, Arc<ConnState>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(ConnState {
+            yield_slot: tokio::sync::Notify::new(),
+            busy: AtomicBool::new(false),
+            close_after_response: AtomicBool::new(false),
+            idle_since_us: AtomicU64::new(self.now_us()),
+        });
+        self.lock().push_back((id, conn.clone()));
+        (id, conn)
     }
 
     fn unregister(&self, id: u64) {
@@ -141,19 +293,68 @@ impl Served {
         }
     }
 
-    fn reclaim_oldest(&self) {
-        if let Some((_, n)) = self.lock().pop_front() {
+    /// Works towards one free slot for a waiting connection, which calls this again every
+    /// [`IDLE_CLOSE_AFTER`] until it has one. The connection idle the longest closes now if it
+    /// has been quiet for [`IDLE_CLOSE_AFTER`], and is told to end after its next response if
+    /// not; with none idle, the oldest busy one not told yet ends after its current response.
+    fn reclaim(&self) {
+        let mut q = self.lock();
+        let now = self.now_us();
+        let idle = q
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, c))| !c.busy.load(Ordering::Acquire))
+            .min_by_key(|(_, (_, c))| c.idle_since_us.load(Ordering::Relaxed))
+            .map(|(i, (_, c))| (i, c.clone()));
+        if let Some((i, conn)) = idle {
+            // Set first: if the connection turned busy since the scan, this response is its
+            // last. Closing at once is only safe after a quiet spell: "idle" means no request
+            // is being handled, and under load one may sit unread in the socket.
+            conn.close_after_response.store(true, Ordering::Release);
+            let quiet = now.saturating_sub(conn.idle_since_us.load(Ordering::Relaxed));
+            if quiet >= IDLE_CLOSE_AFTER.as_micros() as u64 {
+                q.remove(i);
+                drop(q);
+                metrics::counter!("switchboard_connections_reclaimed_total").increment(1);
+                conn.yield_slot.notify_one();
+            }
+            return;
+        }
+        if let Some((_, conn)) = q
+            .iter()
+            .find(|(_, c)| !c.close_after_response.load(Ordering::Acquire))
+        {
+            conn.close_after_response.store(true, Ordering::Release);
             metrics::counter!("switchboard_connections_reclaimed_total").increment(1);
-            n.notify_one();
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Arc<ConnState>)>> {
         // The queue holds no invariant a panicking holder could break.
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks a connection busy while its request is handled; idle again when dropped (also when
+/// the request is abandoned).
+struct BusyGuard {
+    conn: Arc<ConnState>,
+    served: Arc<Served>,
+}
+
+impl BusyGuard {
+    fn new(conn: Arc<ConnState>, served: Arc<Served>) -> Self {
+        conn.busy.store(true, Ordering::Release);
+        BusyGuard { conn, served }
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since_us
+            .store(self.served.now_us(), Ordering::Relaxed);
+        self.conn.busy.store(false, Ordering::Release);
     }
 }
 
@@ -162,13 +363,27 @@ async fn serve_connection(
     app: axum::Router,
     header_timeout: Duration,
     cancel: CancellationToken,
-    yield_slot: &tokio::sync::Notify,
+    served: &Arc<Served>,
+    slot: &Arc<ConnState>,
 ) {
-    let service = TowerToHyperService::new(
-        app.map_request(|req: hyper::Request<hyper::body::Incoming>| {
-            req.map(axum::body::Body::new)
-        }),
-    );
+    let (state, served_by) = (slot.clone(), served.clone());
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let busy = BusyGuard::new(state.clone(), served_by.clone());
+        let response = app.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let mut resp = response.await?;
+            if busy.conn.close_after_response.load(Ordering::Acquire) {
+                // hyper reads this header and ends the connection once the response is out;
+                // the client knows not to send another request on it.
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
     // HTTP/1.1 only: senders of webhooks and API-destination calls speak it, and an h1/h2
     // auto-detecting connection waits for a version preface without any timeout.
     let conn = hyper::server::conn::http1::Builder::new()
@@ -187,7 +402,7 @@ async fn serve_connection(
         _ = async {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = yield_slot.notified() => {}
+                _ = slot.yield_slot.notified() => {}
             }
         } => {
             // Idle: closes now. Mid-request: answers it (with `connection: close`), then closes.

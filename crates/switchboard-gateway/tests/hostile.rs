@@ -151,6 +151,26 @@ async fn ten_thousand_idle_connections_do_not_starve_a_real_client() {
         "20 requests answered in {took:?} behind {} idle connections",
         idle.len()
     );
+    // Both ends live in this process: when they need more descriptors than it may have, the
+    // server must have closed its oldest silent connections to let the real client in.
+    let text = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_connections_shed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("silent connections shed for lack of descriptors: {shed}");
+    if 2 * idle.len() + 64 > fd_limit() {
+        assert!(shed > 0, "out of descriptors, yet nothing was shed");
+    }
     drop(idle);
     gw.stop().await;
 }
@@ -192,10 +212,107 @@ async fn idle_keep_alive_connections_give_up_their_slots_to_waiting_clients() {
     gw.stop().await;
 }
 
+/// Reads one response (headers and a `content-length` body) from a kept-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        buf.extend_from_slice(&body);
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("no response in time");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn a_waiting_client_takes_the_slot_of_an_idle_connection_never_of_a_busy_one() {
+    // Two serving slots, both taken: `busy` is in the middle of a request (its handler reads
+    // the body), `idle` finished one and keeps its connection. A third client must get the
+    // idle one's slot; the busy one must finish its request and stay usable.
+    let gw = TestGateway::start(&config_with(
+        "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
+    ))
+    .await;
+    let mut busy = raw(&gw).await;
+    busy.write_all(
+        b"POST /webhooks/genesys HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 7\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // hyper sends `100 Continue` when the handler first polls the body: it is running now.
+    let cont = read_response(&mut busy).await;
+    assert!(cont.starts_with("HTTP/1.1 100"), "{cont}");
+    busy.write_all(b"{\"a\":").await.unwrap();
+
+    let mut idle = raw(&gw).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut idle).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    let fresh = reqwest::Client::new();
+    let resp = tokio::time::timeout(WAIT, fresh.get(gw.url("/healthz")).send())
+        .await
+        .expect("the waiting client was not given a slot")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The idle connection was the one closed (end of stream, not a timeout).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle connection was not closed: {closed:?} {rest:?}"
+    );
+
+    // The busy one completes its request (an unsigned body: 401) and keeps its connection.
+    busy.write_all(b"1}").await.unwrap();
+    let answer = read_response(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "the busy connection was told to close: {answer}"
+    );
+    busy.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let again = read_response(&mut busy).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    gw.stop().await;
+}
+
 /// How many idle client connections this process can open: 10,000, or fewer when the open-files
 /// limit does not allow it.
 fn idle_budget() -> usize {
-    let limit = std::fs::read_to_string("/proc/self/limits")
+    let limit = fd_limit();
+    let budget = 10_000.min(limit.saturating_sub(1024));
+    if budget < 10_000 {
+        eprintln!(
+            "open-files limit {limit}: testing with {budget} idle connections instead of 10,000"
+        );
+    }
+    budget
+}
+
+/// This process's open-files limit (`usize::MAX` when unknown).
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|t| {
             t.lines()
@@ -206,12 +323,5 @@ fn idle_budget() -> usize {
                         .and_then(|v| v.parse::<usize>().ok())
                 })
         })
-        .unwrap_or(usize::MAX);
-    let budget = 10_000.min(limit.saturating_sub(1024));
-    if budget < 10_000 {
-        eprintln!(
-            "open-files limit {limit}: testing with {budget} idle connections instead of 10,000"
-        );
-    }
-    budget
+        .unwrap_or(usize::MAX)
 }
