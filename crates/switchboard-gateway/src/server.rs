@@ -17,11 +17,12 @@
 //!
 //! When every serving slot is taken and a connection that spoke is waiting, one slot is handed
 //! over: the connection idle (between requests) for longest closes, at once if it has been quiet
-//! for 250 ms, else after its next response; with none idle, the oldest busy one answers its
-//! current request with `connection: close` and ends. A connection is never closed while a
-//! request it was sent may be unread (under load one can sit in the socket of a connection the
-//! server looks idle on), so a sender does not see a request it wrote fail because another
-//! client arrived. The waiter asks again every 250 ms until it has a slot.
+//! for 250 ms and its socket holds no unread bytes, else after its next response; with none
+//! idle, the oldest busy one answers its current request with `connection: close` and ends.
+//! Under load (and after any stall) a request can sit unread in the socket of a connection the
+//! server sees as idle; closing that connection would fail a request the sender already wrote,
+//! so the socket is peeked first (through a second descriptor taken when the connection is
+//! served). The waiter asks again every 250 ms until it has a slot.
 //!
 //! When `accept` runs out of file descriptors, the oldest silent connections are closed (64 at a
 //! time) rather than left to hold every descriptor while clients that would speak wait in the
@@ -161,7 +162,10 @@ pub async fn serve(
                     }
                 }
             };
-            let (id, conn) = served.register();
+            // A second descriptor for the same socket, to look for unread requests before the
+            // slot hand-over closes this connection; without one, it is never closed as idle.
+            let peek = socket2::SockRef::from(&stream).try_clone().ok();
+            let (id, conn) = served.register(peek);
             serve_connection(stream, app, limits.header_timeout, cancel, &served, &conn).await;
             served.unregister(id);
             drop(serving_permit);
@@ -250,6 +254,23 @@ struct ConnState {
     close_after_response: AtomicBool,
     /// Microseconds since `Served::epoch` when the last request ended (or the connection began).
     idle_since_us: AtomicU64,
+    /// The socket, to check for bytes hyper has not read yet.
+    peek: Option<socket2::Socket>,
+}
+
+impl ConnState {
+    /// Whether the socket may hold an unread request. A closed or failed socket holds none.
+    fn may_have_unread(&self) -> bool {
+        let Some(sock) = &self.peek else {
+            return true;
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // The socket is non-blocking (tokio made it so): an empty one answers `WouldBlock`.
+        match sock.peek(&mut probe) {
+            Ok(n) => n > 0,
+            Err(e) => e.kind() == std::io::ErrorKind::Interrupted,
+        }
+    }
 }
 
 /// Connections holding a serving slot, oldest first.
@@ -274,11 +295,12 @@ impl Served {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    fn register(&self) -> (u64, Arc<ConnState>) {
+    fn register(&self, peek: Option<socket2::Socket>) -> (u64, Arc<ConnState>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(ConnState {
             yield_slot: tokio::sync::Notify::new(),
             busy: AtomicBool::new(false),
+            peek,
             close_after_response: AtomicBool::new(false),
             idle_since_us: AtomicU64::new(self.now_us()),
         });
@@ -295,8 +317,9 @@ impl Served {
 
     /// Works towards one free slot for a waiting connection, which calls this again every
     /// [`IDLE_CLOSE_AFTER`] until it has one. The connection idle the longest closes now if it
-    /// has been quiet for [`IDLE_CLOSE_AFTER`], and is told to end after its next response if
-    /// not; with none idle, the oldest busy one not told yet ends after its current response.
+    /// has been quiet for [`IDLE_CLOSE_AFTER`] and has nothing unread, and is told to end after
+    /// its next response if not; with none idle, the oldest busy one not told yet ends after its
+    /// current response.
     fn reclaim(&self) {
         let mut q = self.lock();
         let now = self.now_us();
@@ -308,11 +331,11 @@ impl Served {
             .map(|(i, (_, c))| (i, c.clone()));
         if let Some((i, conn)) = idle {
             // Set first: if the connection turned busy since the scan, this response is its
-            // last. Closing at once is only safe after a quiet spell: "idle" means no request
-            // is being handled, and under load one may sit unread in the socket.
+            // last. Closing at once is only safe after a quiet spell with nothing unread: "idle"
+            // means no request is being handled, and under load one may sit in the socket.
             conn.close_after_response.store(true, Ordering::Release);
             let quiet = now.saturating_sub(conn.idle_since_us.load(Ordering::Relaxed));
-            if quiet >= IDLE_CLOSE_AFTER.as_micros() as u64 {
+            if quiet >= IDLE_CLOSE_AFTER.as_micros() as u64 && !conn.may_have_unread() {
                 q.remove(i);
                 drop(q);
                 metrics::counter!("switchboard_connections_reclaimed_total").increment(1);
