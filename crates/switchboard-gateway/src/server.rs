@@ -28,9 +28,9 @@
 //! time) rather than left to hold every descriptor while clients that would speak wait in the
 //! backlog behind them.
 //!
-//! The listen backlog is 4,096 (the kernel caps it at `net.core.somaxconn`), not the 128 of tokio and std:
-//! a sender that opens connections in a burst while the server is busy would otherwise have its
-//! SYNs dropped and wait a second or more for the retransmit.
+//! The listen backlog is 4,096 (the kernel caps it at `net.core.somaxconn`), not the 128 of tokio
+//! and std: a sender that opens connections in a burst while the server is busy would otherwise
+//! have its SYNs dropped and wait a second or more for the retransmit.
 //!
 //! Shutdown: when the token fires the loop stops accepting, every open connection is told to
 //! finish its in-flight request and close, and [`serve`] returns once they all have.
