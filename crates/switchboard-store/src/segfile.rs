@@ -14,7 +14,9 @@
 //! later commit then writes a whole folio back.
 //!
 //! Filesystems without direct I/O (tmpfs, some network filesystems) get buffered writes and an
-//! `fdatasync` per commit, and no preparation.
+//! `fdatasync` per commit, and no preparation. `SWITCHBOARD_JOURNAL_BUFFERED=1` in the
+//! environment chooses that path everywhere: for a filesystem that accepts `O_DIRECT` but handles
+//! it badly, and so that the test suite runs the store on both paths on any filesystem.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -51,7 +53,17 @@ fn is_unsupported(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
+/// `SWITCHBOARD_JOURNAL_BUFFERED=1`: behave as on a filesystem without direct I/O.
+pub(crate) fn direct_io_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("SWITCHBOARD_JOURNAL_BUFFERED").is_some_and(|v| v == "1"))
+}
+
 fn open_direct(path: &Path, create_new: bool) -> std::io::Result<File> {
+    if direct_io_disabled() {
+        // What such a filesystem answers, so that every caller takes its usual fallback.
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -327,7 +339,29 @@ mod tests {
     }
 
     #[test]
+    fn buffered_when_direct_io_is_turned_off() {
+        if !direct_io_disabled() {
+            eprintln!(
+                "direct I/O on: run with SWITCHBOARD_JOURNAL_BUFFERED=1 (scripts/test.sh does)"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = SegmentFile::create(&dir.path().join("s"), b"HDR").unwrap();
+        assert!(!f.is_direct());
+        let f = SegmentFile::reopen(&dir.path().join("s"), 3).unwrap();
+        assert!(!f.is_direct());
+        // No preparation without direct I/O (the journal creates plain segments instead), and
+        // the refusal is the quiet kind, not a logged failure.
+        let refused = prepare(dir.path(), 1 << 20).map(|_| ()).unwrap_err();
+        assert!(is_unsupported(&refused), "{refused}");
+    }
+
+    #[test]
     fn a_prepared_file_is_zeros_of_the_asked_size() {
+        if direct_io_disabled() {
+            return; // Nothing is prepared without direct I/O (the test above checks that).
+        }
         let dir = tempfile::tempdir().unwrap();
         let p = Preparer::new(dir.path(), 1 << 20);
         p.request();
