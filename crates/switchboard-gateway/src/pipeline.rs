@@ -299,12 +299,21 @@ pub async fn accept_with(
             id: original_id,
             duplicate: true,
         }),
-        Err(StoreError::Busy) => Err(Rejection::Busy),
-        Err(e @ StoreError::RecordTooLarge { .. }) => Err(Rejection::TooLarge(e.to_string())),
-        Err(StoreError::ShuttingDown) => Err(Rejection::ShuttingDown),
-        Err(e) => {
+        Err(e) => Err(store_rejection(e)),
+    }
+}
+
+/// Why the store did not take an event, as the sender should hear it: retry on a full queue or
+/// a shutdown, give up on a record too large, and retry elsewhere or later on a store that
+/// refuses writes.
+fn store_rejection(e: StoreError) -> Rejection {
+    match e {
+        StoreError::Busy => Rejection::Busy,
+        e @ StoreError::RecordTooLarge { .. } => Rejection::TooLarge(e.to_string()),
+        StoreError::ShuttingDown => Rejection::ShuttingDown,
+        e => {
             tracing::error!(error = %e, "store refused the event");
-            Err(Rejection::StoreUnavailable(e.to_string()))
+            Rejection::StoreUnavailable(e.to_string())
         }
     }
 }
@@ -339,5 +348,40 @@ async fn settle_shared_claim(
         // The event is durable: acknowledge it. The pending claim expires with its lease, after
         // which a redelivery to another replica is persisted there too (a duplicate, not a loss).
         Err(e) => tracing::error!(error = %e, "committing a shared dedup claim failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn a_record_too_large_is_the_senders_fault_and_the_rest_is_transient() {
+        let too_large = store_rejection(StoreError::RecordTooLarge {
+            bytes: 300 << 20,
+            max: 256 << 20,
+        });
+        assert!(!too_large.is_transient());
+        let api = too_large.into_api_error(1);
+        assert_eq!(api.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(api.code, "event_too_large");
+        assert!(api.message.contains("314572800"), "{}", api.message);
+        assert_eq!(api.retry_after, None);
+
+        for (e, code) in [
+            (StoreError::Busy, "store_busy"),
+            (StoreError::ShuttingDown, "shutting_down"),
+            // Fail-stop after an I/O error: never a 2xx, never a 4xx the sender would drop.
+            (StoreError::Failed("fsync: EIO".into()), "store_unavailable"),
+        ] {
+            let r = store_rejection(e);
+            assert!(r.is_transient());
+            let api = r.into_api_error(3);
+            assert_eq!(
+                (api.status, api.code, api.retry_after),
+                (StatusCode::SERVICE_UNAVAILABLE, code, Some(3))
+            );
+        }
     }
 }

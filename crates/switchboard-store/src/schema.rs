@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
-/// The current schema (tables, indexes). Public only so benchmarks run the real thing.
+/// The current schema (tables, indexes): what SQLite holds beside the journal.
 pub(crate) const DDL_V2: &str = "
 CREATE TABLE IF NOT EXISTS deliveries (
     seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
