@@ -71,15 +71,18 @@ pub struct StoreTuning {
     /// Recently committed dedup keys kept in memory so duplicates are answered without the
     /// writer (about 200 bytes each); 0 disables.
     pub dedup_cache_entries: usize,
-    /// SQLite page size for a new store file (an existing file keeps its own). 1024 writes
-    /// ~40 % fewer WAL bytes per event than 4096 at small commits, for no CPU gain and two pages
-    /// per typical event row (BENCHMARKS.md); 4096 stays the default.
+    /// SQLite page size for a new store file (an existing file keeps its own). Measured when
+    /// events still lived in SQLite (schema v1): 1024 wrote ~40 % fewer WAL bytes per event
+    /// than 4096 at small commits, for no CPU gain (BENCHMARKS.md); 4096 stays the default. The
+    /// SQLite file now holds only retries, dead letters, audit and cursors.
     pub page_size: u32,
-    /// When the writer finds fewer than [`LINGER_BELOW`] commands queued, it waits this long
-    /// once for more before it commits; 0 commits at once. Sparse arrivals (a few events per
-    /// commit) otherwise pay a commit each: the pages they share are written to the WAL again
-    /// and again. 300 µs saved 4–9 % of CPU per event at half load without raising p50
-    /// (BENCHMARKS.md). At most [`MAX_COMMIT_LINGER_US`].
+    /// When the ingest writer finds fewer than [`LINGER_BELOW`] ingests queued, it waits this
+    /// long once for more before it writes the group; 0 commits at once. Sparse arrivals
+    /// otherwise pay a journal write and sync each, so a lone event gains latency (up to this
+    /// long) and the device sees fewer, larger writes. 300 µs saved 4–9 % of CPU per event at
+    /// half load without raising p50 when it was measured on the v1 store (BENCHMARKS.md); on
+    /// the journal its measured cost is a lone writer's rate (1,241/s at concurrency 1 against
+    /// 3,812/s without it). At most [`MAX_COMMIT_LINGER_US`].
     ///
     /// [`MAX_COMMIT_LINGER_US`]: crate::MAX_COMMIT_LINGER_US
     ///
