@@ -77,12 +77,13 @@ pub struct StoreTuning {
     /// SQLite file now holds only retries, dead letters, audit and cursors.
     pub page_size: u32,
     /// When the ingest writer finds fewer than [`LINGER_BELOW`] ingests queued, it waits this
-    /// long once for more before it writes the group; 0 commits at once. Sparse arrivals
-    /// otherwise pay a journal write and sync each, so a lone event gains latency (up to this
-    /// long) and the device sees fewer, larger writes. 300 µs saved 4–9 % of CPU per event at
-    /// half load without raising p50 when it was measured on the v1 store (BENCHMARKS.md); on
-    /// the journal its measured cost is a lone writer's rate (1,241/s at concurrency 1 against
-    /// 3,812/s without it). At most [`MAX_COMMIT_LINGER_US`].
+    /// long once for more before it writes the group; 0 commits at once. Without it sparse
+    /// arrivals pay a journal write and sync each; with it a lone event waits up to this long
+    /// and the device sees fewer, larger writes. 300 µs saved 4–9 % of CPU per event at half
+    /// load without raising p50 when it was measured on the v1 store (BENCHMARKS.md). On the
+    /// journal only its cost is measured: one writer at a time gets 1,241 events/s (p50
+    /// 0.60 ms), slower than the v1 store's 3,812/s, which BENCHMARKS.md puts down to this
+    /// linger; it was not re-measured with the linger off. At most [`MAX_COMMIT_LINGER_US`].
     ///
     /// [`MAX_COMMIT_LINGER_US`]: crate::MAX_COMMIT_LINGER_US
     ///
