@@ -59,7 +59,15 @@ TOML
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 hwm_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
-run_wrk() { CORPUS="${CORPUS_FILE:-$WORK/corpus.tsv}" WRK_THREADS=$THREADS taskset -c 1 wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/replay.lua "$1"; }
+# How busy each core was during a run: a server core under 100 % means something other than the
+# server's CPU (the load generator, the disk) set the rate.
+cpu_snap() { awk '/^cpu[01] / {busy = $2 + $3 + $4 + $7 + $8; print $1, busy, busy + $5 + $6 + $9}' /proc/stat; }
+run_wrk() {
+  cpu_snap > "$WORK/cpu.before"
+  CORPUS="${CORPUS_FILE:-$WORK/corpus.tsv}" WRK_THREADS=$THREADS taskset -c 1 wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/replay.lua "$1"
+  cpu_snap > "$WORK/cpu.after"
+}
+cpu_busy() { paste "$WORK/cpu.before" "$WORK/cpu.after" | awk '{printf "%s %.0f%% busy, ", $1, 100 * ($5 - $2) / ($6 - $3)} END {print "(server on cpu0, wrk on cpu1)"}'; }
 accepted() { curl -s "http://127.0.0.1:$PORT_SB/metrics" | awk '/^switchboard_ingest_requests_total\{.*outcome="accepted"/ {n += $2} END {print n + 0}'; }
 summary() { awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF} END {printf "%s req/s, p50 %s, p99 %s, non-2xx %s\n", rps, p50, p99, (bad==""?0:bad)}'; }
 
@@ -67,12 +75,14 @@ echo "== (b) baseline: bare hyper"
 taskset -c 0 "$BASE" 127.0.0.1:$PORT_BASE >/dev/null & BPID=$!
 wait_port $PORT_BASE
 run_wrk "http://127.0.0.1:$PORT_BASE/webhooks/genesys" | tee "$WORK/base.txt" | summary
+cpu_busy
 kill $BPID; wait $BPID 2>/dev/null || true
 
 echo "== (a) switchboard serve, durable, file target"
 taskset -c 0 "$SB" serve --config "$WORK/sb.toml" >"$WORK/serve.log" 2>&1 & SPID=$!
 wait_port $PORT_SB
 run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/sb.txt" | summary
+cpu_busy
 echo "RSS after (a): $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
 
 echo "== dedup hits: the events (a) stored, again (every answer 200 duplicate)"
@@ -83,6 +93,7 @@ sed -n "2,$((STORED + 1))p" "$WORK/corpus.tsv" > "$WORK/dups.tsv"
 # Requests wrk left in flight at the end of (a) may still be counted: wait until it settles.
 BEFORE=$(accepted); for _ in $(seq 50); do sleep 0.1; NOW=$(accepted); [[ $NOW == "$BEFORE" ]] && break; BEFORE=$NOW; done
 CORPUS_FILE="$WORK/dups.tsv" run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/dup.txt" | summary
+cpu_busy
 echo "new events accepted during the dedup-hit run: $(( $(accepted) - BEFORE )) (0: every request was a duplicate)"
 
 RPS=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/sb.txt")
