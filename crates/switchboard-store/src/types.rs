@@ -83,7 +83,9 @@ pub struct StoreTuning {
     /// load without raising p50 when it was measured on the v1 store (BENCHMARKS.md). On the
     /// journal only its cost is measured: one writer at a time gets 1,241 events/s (p50
     /// 0.60 ms), slower than the v1 store's 3,812/s, which BENCHMARKS.md puts down to this
-    /// linger; it was not re-measured with the linger off. At most [`MAX_COMMIT_LINGER_US`].
+    /// linger; that case was not re-measured with the linger off. With 32 concurrent senders
+    /// (closed loop, 2026-12-02) turning it off cut the events per write from 12–14 to 8–9 and
+    /// left the rate inside the noise. At most [`MAX_COMMIT_LINGER_US`].
     ///
     /// [`MAX_COMMIT_LINGER_US`]: crate::MAX_COMMIT_LINGER_US
     ///
