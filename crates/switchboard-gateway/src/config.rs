@@ -183,9 +183,11 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Time allowed for a request's headers, and for an idle keep-alive connection (slowloris).
     pub header_timeout_secs: u64,
-    /// Connections being served at once (with HTTP state); others wait for a slot.
+    /// Connections being served at once (with HTTP state); others wait for a slot, for at most
+    /// `header_timeout_secs`, then are answered 503.
     pub max_connections: usize,
-    /// Connections accepted that have not sent a byte yet; beyond it new ones are closed at once.
+    /// Connections accepted that have not sent a byte yet, or that spoke and wait for a serving
+    /// slot; beyond it new ones are closed at once.
     pub max_pending_connections: usize,
     /// Seconds a client is told to wait (`Retry-After`) when ingest is refused with 503.
     pub retry_after_secs: u64,

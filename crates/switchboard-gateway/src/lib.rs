@@ -292,6 +292,7 @@ impl Gateway {
             max_connections: cfg.server.max_connections,
             max_pending_connections: cfg.server.max_pending_connections,
             header_timeout: Duration::from_secs(cfg.server.header_timeout_secs),
+            retry_after_secs: cfg.server.retry_after_secs,
         };
         let server = tokio::spawn(server::serve(listener, app, limits, shutdown.clone()));
 

@@ -22,7 +22,9 @@
 //! Under load (and after any stall) a request can sit unread in the socket of a connection the
 //! server sees as idle; closing that connection would fail a request the sender already wrote,
 //! so the socket is peeked first (through a second descriptor taken when the connection is
-//! served). The waiter asks again every 250 ms until it has a slot.
+//! served). The waiter asks again every 250 ms until it has a slot; it keeps its pending permit
+//! while it waits (so waiters are bounded too), and one still waiting after `header_timeout` is
+//! answered `503` with `Retry-After` and closed.
 //!
 //! When `accept` runs out of file descriptors, the oldest silent connections are closed (64 at a
 //! time) rather than left to hold every descriptor while clients that would speak wait in the
@@ -54,8 +56,11 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// Connections accepted but silent so far.
     pub max_pending_connections: usize,
-    /// Time allowed for a request's headers (and for an idle keep-alive connection).
+    /// Time allowed for a request's headers (and for an idle keep-alive connection), and for a
+    /// connection that spoke to find a serving slot.
     pub header_timeout: Duration,
+    /// `Retry-After` seconds for a connection refused because no slot came free.
+    pub retry_after_secs: u64,
 }
 
 /// Listen backlog asked of the kernel (which caps it at `net.core.somaxconn`).
@@ -142,13 +147,19 @@ pub async fn serve(
                 return;
             }
             drop(quiet);
-            drop(pending_permit);
+            // The pending permit is kept until a serving slot is had: a connection waiting for
+            // one is still bounded by `max_pending_connections`.
             let serving_permit = match serving.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
                     // Every slot is taken, most likely by keep-alive connections sitting idle
                     // until their timeout: have one hand its slot over (module docs), so a
-                    // waiting sender is not stalled for a whole idle timeout.
+                    // waiting sender is not stalled for a whole idle timeout. A sender still
+                    // waiting after `header_timeout` is told to come back (503) rather than
+                    // left to its own timeout, which may be longer than its retry budget.
+                    let deadline = tokio::time::Instant::now() + limits.header_timeout;
+                    let waited = tokio::time::sleep_until(deadline);
+                    tokio::pin!(waited);
                     loop {
                         served.reclaim();
                         tokio::select! {
@@ -157,11 +168,18 @@ pub async fn serve(
                                 Err(_) => return,
                             },
                             _ = tokio::time::sleep(IDLE_CLOSE_AFTER) => {}
+                            _ = &mut waited => {
+                                metrics::counter!("switchboard_connections_busy_refused_total")
+                                    .increment(1);
+                                refuse_busy(stream, limits).await;
+                                return;
+                            }
                             _ = cancel.cancelled() => return,
                         }
                     }
                 }
             };
+            drop(pending_permit);
             // A second descriptor for the same socket, to look for unread requests before the
             // slot hand-over closes this connection; without one, it is never closed as idle.
             let peek = socket2::SockRef::from(&stream).try_clone().ok();
@@ -173,6 +191,35 @@ pub async fn serve(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Answers a connection that found no serving slot in time: one `503` with `Retry-After` and
+/// `connection: close`, through hyper (so the request is parsed as any other, and a client
+/// that trickles its headers is cut off by the same timeout), with none of the app behind it.
+async fn refuse_busy(stream: TcpStream, limits: ListenerLimits) {
+    let retry_after = limits.retry_after_secs;
+    let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+        let mut resp =
+            axum::response::IntoResponse::into_response(crate::error::ApiError::unavailable(
+                "server_busy",
+                "every connection slot is taken; retry later",
+                retry_after,
+            ));
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    // Bounded by the header timeout; after the answer hyper closes the connection itself.
+    if let Err(e) = tokio::time::timeout(limits.header_timeout * 2, conn).await {
+        tracing::trace!(error = %e, "refusing a connection timed out");
+    }
 }
 
 /// A served connection quiet for this long may be closed at once to free its slot; one quiet

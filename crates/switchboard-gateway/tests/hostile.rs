@@ -239,16 +239,10 @@ async fn read_response(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-#[tokio::test]
-async fn a_waiting_client_takes_the_slot_of_an_idle_connection_never_of_a_busy_one() {
-    // Two serving slots, both taken: `busy` is in the middle of a request (its handler reads
-    // the body), `idle` finished one and keeps its connection. A third client must get the
-    // idle one's slot; the busy one must finish its request and stay usable.
-    let gw = TestGateway::start(&config_with(
-        "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
-    ))
-    .await;
-    let mut busy = raw(&gw).await;
+/// A connection whose request is being handled: its handler is reading a body that has 5 of
+/// its 7 bytes; `1}` completes it (an unsigned body: 401).
+async fn mid_request(gw: &TestGateway) -> TcpStream {
+    let mut busy = raw(gw).await;
     busy.write_all(
         b"POST /webhooks/genesys HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
           Content-Length: 7\r\nExpect: 100-continue\r\n\r\n",
@@ -259,6 +253,19 @@ async fn a_waiting_client_takes_the_slot_of_an_idle_connection_never_of_a_busy_o
     let cont = read_response(&mut busy).await;
     assert!(cont.starts_with("HTTP/1.1 100"), "{cont}");
     busy.write_all(b"{\"a\":").await.unwrap();
+    busy
+}
+
+#[tokio::test]
+async fn a_waiting_client_takes_the_slot_of_an_idle_connection_never_of_a_busy_one() {
+    // Two serving slots, both taken: `busy` is in the middle of a request (its handler reads
+    // the body), `idle` finished one and keeps its connection. A third client must get the
+    // idle one's slot; the busy one must finish its request and stay usable.
+    let gw = TestGateway::start(&config_with(
+        "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
+    ))
+    .await;
+    let mut busy = mid_request(&gw).await;
 
     let mut idle = raw(&gw).await;
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -294,6 +301,54 @@ async fn a_waiting_client_takes_the_slot_of_an_idle_connection_never_of_a_busy_o
         .unwrap();
     let again = read_response(&mut busy).await;
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_finds_no_slot_in_time_is_told_to_retry() {
+    // The only serving slot is held by a request whose body never completes. A client that
+    // spoke must not wait behind it for as long as that request may take (60 s here): after the
+    // header timeout it is answered 503 with `Retry-After` and closed, and nothing is stored.
+    let gw = TestGateway::start(&config_with(
+        "[server]\nmax_connections = 1\nheader_timeout_secs = 1\nrequest_timeout_secs = 60\nretry_after_secs = 7\n",
+    ))
+    .await;
+    let mut busy = mid_request(&gw).await;
+
+    let mut waiter = raw(&gw).await;
+    let t0 = Instant::now();
+    waiter
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_all(&mut waiter).await;
+    let took = t0.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 7\r\n"), "{resp}");
+    assert!(lower.contains("connection: close\r\n"), "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "server_busy", "{resp}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "refused before the header timeout: {took:?}"
+    );
+
+    // The busy request still completes (unsigned: 401); it was asked to hand its slot over.
+    busy.write_all(b"1}").await.unwrap();
+    let answer = read_response(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(gw.get("/healthz").await.0, 200);
+    let store = gw.gw.as_ref().unwrap().state().store.clone();
+    assert_eq!(
+        store.table_counts().await.unwrap().get("events").copied(),
+        Some(0)
+    );
     gw.stop().await;
 }
 
