@@ -62,10 +62,19 @@ hwm_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
 # How busy each core was during a run: a server core under 100 % means something other than the
 # server's CPU (the load generator, the disk) set the rate.
 cpu_snap() { awk '/^cpu[01] / {busy = $2 + $3 + $4 + $7 + $8; print $1, busy, busy + $5 + $6 + $9}' /proc/stat; }
+# The window starts when wrk's connections are up, not when it is launched: wrk first loads the
+# whole corpus into Lua (about 2.8 s for 300,000 events), and counting that time would show the
+# server's core as idle when it was only waiting for the load to start.
 run_wrk() {
+  local port=${1#http://127.0.0.1:}
+  port=${port%%/*}
+  CORPUS="${CORPUS_FILE:-$WORK/corpus.tsv}" WRK_THREADS=$THREADS taskset -c 1 wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/replay.lua "$1" > "$WORK/wrk.out" &
+  local wrk_pid=$!
+  until [ "$(ss -Htn state established "( dport = :$port )" | wc -l)" -gt 0 ] || ! kill -0 $wrk_pid 2>/dev/null; do sleep 0.01; done
   cpu_snap > "$WORK/cpu.before"
-  CORPUS="${CORPUS_FILE:-$WORK/corpus.tsv}" WRK_THREADS=$THREADS taskset -c 1 wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/replay.lua "$1"
+  wait $wrk_pid
   cpu_snap > "$WORK/cpu.after"
+  cat "$WORK/wrk.out"
 }
 cpu_busy() { paste "$WORK/cpu.before" "$WORK/cpu.after" | awk '{printf "%s %.0f%% busy, ", $1, 100 * ($5 - $2) / ($6 - $3)} END {print "(server on cpu0, wrk on cpu1)"}'; }
 accepted() { curl -s "http://127.0.0.1:$PORT_SB/metrics" | awk '/^switchboard_ingest_requests_total\{.*outcome="accepted"/ {n += $2} END {print n + 0}'; }
