@@ -187,7 +187,9 @@ pub struct ServerConfig {
     /// `header_timeout_secs`, then are answered 503.
     pub max_connections: usize,
     /// Connections accepted that have not sent a byte yet, or that spoke and wait for a serving
-    /// slot; beyond it new ones are closed at once.
+    /// slot; beyond it new ones are closed at once. `serve` sizes the descriptor table for
+    /// `max_connections + max_pending_connections + 512` at start, raising the soft open-files
+    /// limit toward the hard one, and warns if that still does not fit.
     pub max_pending_connections: usize,
     /// Seconds a client is told to wait (`Retry-After`) when ingest is refused with 503.
     pub retry_after_secs: u64,
