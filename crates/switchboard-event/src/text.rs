@@ -115,10 +115,23 @@ fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
         .map(|t| t.0)
 }
 
+/// Whether valid JSON text holds any whitespace. In valid JSON the only bytes at or below
+/// `b' '` are the four whitespace characters (a raw control character inside a string is
+/// invalid), so one comparison per byte decides, over 32-byte blocks the compiler vectorizes.
+fn has_whitespace(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, &c| any | (c <= b' ')) {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|&c| c <= b' ')
+}
+
 /// Appends `raw` (valid JSON) without the whitespace between its tokens.
 fn push_minified(out: &mut String, raw: &str) {
     let b = raw.as_bytes();
-    if !b.iter().any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
+    if !has_whitespace(b) {
         out.push_str(raw);
         return;
     }
@@ -318,6 +331,23 @@ mod tests {
             (&slow.id, &slow.dedup_key, slow.shape, &slow.detail_type)
         );
         Some(fast)
+    }
+
+    #[test]
+    fn whitespace_is_found_in_every_position_of_a_block() {
+        for len in [0, 1, 31, 32, 33, 64, 100] {
+            let plain = "a".repeat(len);
+            assert!(!has_whitespace(plain.as_bytes()), "{len}");
+            for at in 0..len {
+                for ws in [b' ', b'\n', b'\r', b'\t'] {
+                    let mut b = plain.clone().into_bytes();
+                    b[at] = ws;
+                    assert!(has_whitespace(&b), "{len} {at} {ws}");
+                }
+            }
+        }
+        // Multi-byte UTF-8 is all above b' '.
+        assert!(!has_whitespace("é€😀\"x\"".as_bytes()));
     }
 
     #[test]

@@ -423,7 +423,9 @@ async fn replay(
                 );
             }
             let json = envelope.to_string();
-            let (routed, failures) = app.router.route(&json, Some(&envelope), &ingestion_time);
+            let (routed, failures) = app
+                .router
+                .route(&json, Some(&envelope), &|| ingestion_time.clone());
             for f in &failures {
                 crate::telemetry::route_failure(&f.target);
                 tracing::warn!(event = %e.id, rule = %f.rule, target = %f.target, error = %f.message, "input transformation failed; not replayed to this target");

@@ -9,10 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use switchboard_verify::{HeaderLookup, Verifier};
 
@@ -47,13 +46,18 @@ impl HeaderLookup for Headers<'_> {
     }
 }
 
-/// The axum handler for one source.
-pub async fn handle(
-    State(app): State<Arc<AppState>>,
+/// The handler for one source: hyper's body as the listener hands it over (see
+/// [`crate::HttpApp`]), or axum's.
+pub async fn handle<B>(
+    app: Arc<AppState>,
     source: Arc<SourceRuntime>,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
+    body: B,
+) -> Response
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let (outcome, resp) = match ingest(&app, &source, &headers, body).await {
         Ok(Ack { id, duplicate }) => {
@@ -83,12 +87,16 @@ struct Ack {
     duplicate: bool,
 }
 
-async fn ingest(
+async fn ingest<B>(
     app: &AppState,
     source: &SourceRuntime,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Ack, ApiError> {
+    body: B,
+) -> Result<Ack, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = app.config.config.server.max_body_bytes;
     if app.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(

@@ -40,12 +40,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_store::{Store, StoreOptions, StoreTuning};
 use switchboard_verify::{Encoding, Scheme, Verifier};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::config::{AuthScheme, GENERATED_SECRET_FILE, LoadedConfig, SourceConfig};
 use crate::delivery::{TargetRuntime, Targets};
@@ -287,7 +288,7 @@ impl Gateway {
 
         audit_start(&state).await?;
 
-        let app = http_app(state.clone());
+        let app = HttpApp::new(state.clone());
         let limits = server::ListenerLimits {
             max_connections: cfg.server.max_connections,
             max_pending_connections: cfg.server.max_pending_connections,
@@ -373,32 +374,97 @@ impl Gateway {
     }
 }
 
-fn http_app(state: Arc<AppState>) -> axum::Router {
-    let timeout = Duration::from_secs(state.config.config.server.request_timeout_secs);
-    let max_in_flight = state.config.config.server.max_connections;
-    let mut ingest_routes = axum::Router::new();
-    for s in &state.sources {
-        let src = s.clone();
-        ingest_routes = ingest_routes.route(
-            &s.path,
-            post(move |st, headers, body| ingest::handle(st, src.clone(), headers, body)),
-        );
+/// What the listener serves. A `POST` to a source's path goes straight to its handler, with the
+/// request timeout around it: the request every event is, without the router, its layers and
+/// the boxing of body and future they cost (BENCHMARKS.md, "ingest fast path"). Everything else,
+/// including another method on a source's path, goes through the axum router.
+#[derive(Clone)]
+pub struct HttpApp {
+    state: Arc<AppState>,
+    /// Source path → source. A handful of entries.
+    ingest: Arc<HashMap<String, Arc<SourceRuntime>>>,
+    router: axum::Router,
+    request_timeout: Duration,
+}
+
+impl HttpApp {
+    fn new(state: Arc<AppState>) -> Self {
+        let ingest = state
+            .sources
+            .iter()
+            .map(|s| (s.path.clone(), s.clone()))
+            .collect();
+        HttpApp {
+            request_timeout: Duration::from_secs(state.config.config.server.request_timeout_secs),
+            ingest: Arc::new(ingest),
+            router: http_router(state.clone()),
+            state,
+        }
     }
-    let ingest_routes = ingest_routes
-        .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
-        .layer(axum::extract::DefaultBodyLimit::disable());
-    axum::Router::new()
+
+    /// Answers one request.
+    pub async fn call(self, req: axum::http::Request<hyper::body::Incoming>) -> Response {
+        if req.method() == axum::http::Method::POST
+            && let Some(source) = self.ingest.get(req.uri().path())
+        {
+            let source = source.clone();
+            let (parts, body) = req.into_parts();
+            let handled = ingest::handle(self.state, source, parts.headers, body);
+            return match tokio::time::timeout(self.request_timeout, handled).await {
+                Ok(resp) => resp,
+                // The body never completed (or the store never answered) within the timeout.
+                // An event already handed to the store may still be stored: the sender's retry
+                // is then answered as a duplicate.
+                Err(_) => request_timed_out(),
+            };
+        }
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, self.router.oneshot(req.map(axum::body::Body::new)))
+            .await
+        {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(never)) => match never {},
+            Err(_) => request_timed_out(),
+        }
+    }
+}
+
+fn request_timed_out() -> Response {
+    error::ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request did not complete within server.request_timeout_secs",
+    )
+    .into_response()
+}
+
+/// Everything but a source's `POST` (which [`HttpApp`] answers itself).
+fn http_router(state: Arc<AppState>) -> axum::Router {
+    let mut router = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
-        .merge(ingest_routes)
+        .route("/metrics", get(metrics_handler));
+    for s in &state.sources {
+        router = router.route(&s.path, any(source_method_not_allowed));
+    }
+    router
         .merge(admin::router(state.clone()))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
         .with_state(state)
+}
+
+async fn source_method_not_allowed() -> Response {
+    let mut resp = error::ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "a source takes events with POST",
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("POST"),
+    );
+    resp
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {

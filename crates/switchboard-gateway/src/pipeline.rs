@@ -148,6 +148,11 @@ impl Stamp {
         })
     }
 
+    /// The receive time in RFC 3339 (`<aws.events.event.ingestion-time>`).
+    pub fn ingestion_time(&self) -> String {
+        rfc3339(self.received_at)
+    }
+
     /// The normalizer's view of it.
     pub fn context<'a>(&'a self, delivery_id: Option<&'a str>) -> NormalizeContext<'a> {
         NormalizeContext {
@@ -156,6 +161,13 @@ impl Stamp {
             received_at: self.received_at,
         }
     }
+}
+
+/// `t` in RFC 3339. Formatting fails only for a year outside 0..=9999, which a clock-derived
+/// time never has; the Unix seconds stand in rather than a panic.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// An event as a source hands it over.
@@ -224,13 +236,9 @@ pub async fn accept_with(
         });
     }
 
-    let ingestion_time = stamp
-        .received_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| Rejection::Internal(e.to_string()))?;
-    let (deliveries, failures) =
-        app.router
-            .route(&normalized.envelope, tree.as_ref(), &ingestion_time);
+    let (deliveries, failures) = app.router.route(&normalized.envelope, tree.as_ref(), &|| {
+        stamp.ingestion_time()
+    });
     drop(tree);
     for f in &failures {
         telemetry::route_failure(&f.target);

@@ -92,15 +92,17 @@ impl Router {
     /// (parsed here only if an input transformer needs one). A delivery of the whole envelope
     /// has no payload of its own: the store keeps the envelope once. Transformation failures are
     /// returned apart so the caller can count and log them; they do not stop the other targets.
+    /// `ingestion_time` (RFC 3339) is asked for only when an input transformer needs it.
     pub fn route(
         &self,
         envelope_json: &str,
         envelope: Option<&serde_json::Value>,
-        ingestion_time: &str,
+        ingestion_time: &dyn Fn() -> String,
     ) -> (Vec<NewDelivery>, Vec<RouteFailure>) {
         let mut out = Vec::new();
         let mut failures = Vec::new();
         let mut parsed: Option<serde_json::Value> = None;
+        let mut ingested: Option<String> = None;
         let matched = if self.matcher.is_empty() {
             // Only rules without a pattern: nothing to read from the event.
             Vec::new()
@@ -123,7 +125,7 @@ impl Router {
                     let ctx = TransformContext {
                         rule_name: &rule.name,
                         rule_arn: &rule_arn,
-                        ingestion_time,
+                        ingestion_time: ingested.get_or_insert_with(ingestion_time),
                     };
                     let value = match (envelope, &mut parsed) {
                         (Some(v), _) => v,

@@ -47,7 +47,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 /// Limits of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +81,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves `app` on `listener` until `cancel` fires, then drains connections.
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: crate::HttpApp,
     limits: ListenerLimits,
     cancel: CancellationToken,
 ) {
@@ -430,7 +429,7 @@ impl Drop for BusyGuard {
 
 async fn serve_connection(
     stream: TcpStream,
-    app: axum::Router,
+    app: crate::HttpApp,
     header_timeout: Duration,
     cancel: CancellationToken,
     served: &Arc<Served>,
@@ -439,9 +438,9 @@ async fn serve_connection(
     let (state, served_by) = (slot.clone(), served.clone());
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let busy = BusyGuard::new(state.clone(), served_by.clone());
-        let response = app.clone().oneshot(req.map(axum::body::Body::new));
+        let response = app.clone().call(req);
         async move {
-            let mut resp = response.await?;
+            let mut resp = response.await;
             if busy.conn.close_after_response.load(Ordering::Acquire) {
                 // hyper reads this header and ends the connection once the response is out;
                 // the client knows not to send another request on it.

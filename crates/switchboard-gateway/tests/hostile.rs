@@ -1,4 +1,5 @@
-//! Hostile input over raw TCP: huge declared and streamed bodies, deep nesting, slow headers.
+//! Hostile input over raw TCP: huge declared and streamed bodies, deep nesting, slow headers and
+//! bodies.
 //! Each gets its documented answer and nothing is stored.
 
 mod common;
@@ -20,6 +21,14 @@ async fn read_all(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+async fn assert_nothing_stored(gw: &TestGateway) {
+    let store = gw.gw.as_ref().unwrap().state().store.clone();
+    assert_eq!(
+        store.table_counts().await.unwrap().get("events").copied(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -69,11 +78,7 @@ async fn deep_nesting_is_refused_before_parsing() {
     let h = sign(&switchboard_verify::Scheme::HubSignature256, SECRET, &body);
     let (s, _) = gw.post("/webhooks/genesys", &h, body).await;
     assert_eq!(s, 400);
-    let store = gw.gw.as_ref().unwrap().state().store.clone();
-    assert_eq!(
-        store.table_counts().await.unwrap().get("events").copied(),
-        Some(0)
-    );
+    assert_nothing_stored(&gw).await;
     gw.stop().await;
 }
 
@@ -98,6 +103,74 @@ async fn slow_headers_are_cut_off() {
     );
     // The server still answers others.
     assert_eq!(gw.get("/healthz").await.0, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_never_completes_is_answered_408_after_the_request_timeout() {
+    // Slowloris on the body: the headers are complete (so the header timeout does not apply)
+    // and the body trickles in, then stops short of its declared length. The request timeout
+    // ends it with a JSON 408, the connection closes, and nothing is stored.
+    let gw = TestGateway::start(&config_with(
+        "[server]\nheader_timeout_secs = 30\nrequest_timeout_secs = 1\n",
+    ))
+    .await;
+    let mut s = raw(&gw).await;
+    let body = r#"{"topicName":"v2.users.u1.presence","eventBody":{}}"#;
+    let h = sign(&switchboard_verify::Scheme::HubSignature256, SECRET, body);
+    let mut head = format!(
+        "POST /webhooks/genesys HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in &h {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let t0 = Instant::now();
+    // All of the body but its last byte, one byte at a time.
+    for b in body.as_bytes()[..body.len() - 1].chunks(1) {
+        s.write_all(b).await.unwrap();
+    }
+    let resp = read_response(&mut s).await;
+    let took = t0.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    let json = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["error"]["code"], "request_timeout", "{resp}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered before the timeout: {took:?}"
+    );
+    // The connection is not left open for the rest of the body: end of stream (or a reset).
+    let mut more = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, s.read(&mut more))
+        .await
+        .expect("connection still open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&more[..n]));
+    assert_eq!(gw.get("/healthz").await.0, 200);
+    assert_nothing_stored(&gw).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_path_takes_only_post() {
+    let gw = TestGateway::start(&config_with("")).await;
+    let mut s = raw(&gw).await;
+    s.write_all(b"GET /webhooks/genesys HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_all(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("allow: post\r\n"),
+        "{resp}"
+    );
+    let json = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{resp}");
     gw.stop().await;
 }
 
@@ -344,11 +417,7 @@ async fn a_client_that_finds_no_slot_in_time_is_told_to_retry() {
         "{answer}"
     );
     assert_eq!(gw.get("/healthz").await.0, 200);
-    let store = gw.gw.as_ref().unwrap().state().store.clone();
-    assert_eq!(
-        store.table_counts().await.unwrap().get("events").copied(),
-        Some(0)
-    );
+    assert_nothing_stored(&gw).await;
     gw.stop().await;
 }
 

@@ -81,6 +81,8 @@ fn drain(rx: &Receiver<IngestCmd>, batch: &mut Vec<IngestCmd>, max: usize) {
 impl IngestWriter {
     pub(crate) fn run(mut self, rx: Receiver<IngestCmd>) {
         let _guard = PanicGuard(self.shared.clone());
+        #[cfg(target_os = "linux")]
+        prefer_batch_scheduling();
         let mut batch: Vec<IngestCmd> = Vec::with_capacity(self.max_batch);
         loop {
             let first = match rx.recv_timeout(IDLE_TICK) {
@@ -342,6 +344,28 @@ impl IngestWriter {
         self.jshared
             .committed_end
             .store(last + 1, Ordering::Release);
+    }
+}
+
+/// Asks the kernel not to let this thread preempt the thread it wakes beside (`SCHED_BATCH`).
+///
+/// The writer wakes for every ingest queued while it idles and for every write the device
+/// finishes. As an ordinary thread on a core it shares with the tokio worker that serves the
+/// requests, each wake preempts that worker in the middle of its run: two more context switches,
+/// and a commit of whatever was queued at that instant. As `SCHED_BATCH` it keeps its fair
+/// share of the CPU but runs when the worker blocks or its slice ends, and then commits what the
+/// whole run queued. With a core of its own it is placed as before: the policy changes only
+/// wake-up preemption. Measured in BENCHMARKS.md ("the writer as SCHED_BATCH"). Best effort: if
+/// the call fails, the thread keeps the ordinary policy.
+#[cfg(target_os = "linux")]
+fn prefer_batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid struct that outlives the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "the ingest writer keeps the ordinary scheduling policy"
+        );
     }
 }
 
