@@ -407,15 +407,18 @@ impl HttpApp {
         if req.method() == axum::http::Method::POST
             && let Some(source) = self.ingest.get(req.uri().path())
         {
-            let source = source.clone();
+            let started = std::time::Instant::now();
             let (parts, body) = req.into_parts();
-            let handled = ingest::handle(self.state, source, parts.headers, body);
+            let handled = ingest::handle(self.state, source.clone(), parts.headers, body);
             return match tokio::time::timeout(self.request_timeout, handled).await {
                 Ok(resp) => resp,
                 // The body never completed (or the store never answered) within the timeout.
                 // An event already handed to the store may still be stored: the sender's retry
                 // is then answered as a duplicate.
-                Err(_) => request_timed_out(),
+                Err(_) => {
+                    source.metrics.record("request_timeout", started.elapsed());
+                    request_timed_out()
+                }
             };
         }
         let timeout = self.request_timeout;

@@ -151,6 +151,22 @@ async fn a_body_that_never_completes_is_answered_408_after_the_request_timeout()
         .unwrap_or(0);
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&more[..n]));
     assert_eq!(gw.get("/healthz").await.0, 200);
+    let metrics = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Counted (the recorder is the process's: other tests of this binary never time out).
+    assert!(
+        metrics.contains(
+            r#"switchboard_ingest_requests_total{source="genesys",outcome="request_timeout"} 1"#
+        ),
+        "{metrics}"
+    );
     assert_nothing_stored(&gw).await;
     gw.stop().await;
 }
