@@ -165,7 +165,7 @@ impl Stamp {
 
 /// `t` in RFC 3339. Formatting fails only for a year outside 0..=9999, which a clock-derived
 /// time never has; the Unix seconds stand in rather than a panic.
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
+fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -92,7 +92,9 @@ impl Router {
     /// (parsed here only if an input transformer needs one). A delivery of the whole envelope
     /// has no payload of its own: the store keeps the envelope once. Transformation failures are
     /// returned apart so the caller can count and log them; they do not stop the other targets.
-    /// `ingestion_time` (RFC 3339) is asked for only when an input transformer needs it.
+    /// `ingestion_time` (RFC 3339) is asked for only for a target with an input of its own
+    /// (`Input`, `InputPath`, `InputTransformer`): most rules deliver the matched event and never
+    /// pay for formatting it.
     pub fn route(
         &self,
         envelope_json: &str,
