@@ -40,6 +40,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 408: the request (its body, or for a source the event's persistence) did not complete
+    /// within `server.request_timeout_secs`.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request did not complete within server.request_timeout_secs",
+        )
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         ApiError {

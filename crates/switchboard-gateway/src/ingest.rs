@@ -7,12 +7,12 @@
 //! Status codes follow DESIGN.md's ack table: a 4xx stops the sender's retries, a 5xx asks for one.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use switchboard_verify::{HeaderLookup, Verifier};
 
 use crate::AppState;
@@ -46,20 +46,19 @@ impl HeaderLookup for Headers<'_> {
     }
 }
 
-/// The handler for one source: hyper's body as the listener hands it over (see
-/// [`crate::HttpApp`]), or axum's.
-pub async fn handle<B>(
+/// The handler for one source, with hyper's body as the listener hands it over (see
+/// [`crate::HttpApp`]). It answers within `server.request_timeout_secs` (see [`ingest`] for
+/// which answer a timeout gets).
+pub async fn handle(
     app: Arc<AppState>,
     source: Arc<SourceRuntime>,
     headers: HeaderMap,
-    body: B,
-) -> Response
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+    body: Incoming,
+) -> Response {
     let started = Instant::now();
-    let (outcome, resp) = match ingest(&app, &source, &headers, body).await {
+    let deadline = tokio::time::Instant::from_std(started)
+        + Duration::from_secs(app.config.config.server.request_timeout_secs);
+    let (outcome, resp) = match ingest(&app, &source, &headers, body, deadline).await {
         Ok(Ack { id, duplicate }) => {
             let status = if duplicate {
                 StatusCode::OK
@@ -87,16 +86,18 @@ struct Ack {
     duplicate: bool,
 }
 
-async fn ingest<B>(
+/// Both waits of a request end at `deadline`, with different answers. A body that has not
+/// arrived by then is the sender's problem: 408. An event that is complete but not persisted by
+/// then (a stalled disk) is ours, and the answer must make the sender retry, which senders do on
+/// 5xx and not on 408 (EventBridge API destinations retry 429 and 5xx only): 503 with
+/// `Retry-After`. If the store persists it after all, the retry is answered as a duplicate.
+async fn ingest(
     app: &AppState,
     source: &SourceRuntime,
     headers: &HeaderMap,
-    body: B,
-) -> Result<Ack, ApiError>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+    body: Incoming,
+    deadline: tokio::time::Instant,
+) -> Result<Ack, ApiError> {
     let limit = app.config.config.server.max_body_bytes;
     if app.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(
@@ -113,7 +114,12 @@ where
         return Err(too_large(limit));
     }
     check_content_type(headers)?;
-    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+    // A timer is registered only if the body is not complete on the first poll.
+    let read = tokio::time::timeout_at(
+        deadline,
+        http_body_util::Limited::new(body, limit).collect(),
+    );
+    let bytes = match read.await.map_err(|_| ApiError::request_timeout())? {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
         Err(e) => {
@@ -158,8 +164,16 @@ where
             pipeline::Body::Value(value)
         }
     };
-    let accepted = pipeline::accept_with(app, &source.pipeline, &stamp, body, delivery_id)
+    let persist = pipeline::accept_with(app, &source.pipeline, &stamp, body, delivery_id);
+    let accepted = tokio::time::timeout_at(deadline, persist)
         .await
+        .map_err(|_| {
+            ApiError::unavailable(
+                "store_timeout",
+                "the event was not persisted within server.request_timeout_secs; retry",
+                retry_after,
+            )
+        })?
         .map_err(|r| r.into_api_error(retry_after))?;
     Ok(Ack {
         id: accepted.id,

@@ -374,17 +374,17 @@ impl Gateway {
     }
 }
 
-/// What the listener serves. A `POST` to a source's path goes straight to its handler, with the
-/// request timeout around it: the request every event is, without the router, its layers and
-/// the boxing of body and future they cost (BENCHMARKS.md, "ingest fast path"). Everything else,
-/// including another method on a source's path, goes through the axum router.
+/// What the listener serves. A `POST` to a source's path goes straight to its handler (which
+/// keeps its own request timeout): the request every event is, without the router, its layers
+/// and the boxing of body and future they cost (BENCHMARKS.md, "ingest fast path"). Everything
+/// else, including another method on a source's path, goes through the axum router under the
+/// same timeout.
 #[derive(Clone)]
 pub struct HttpApp {
     state: Arc<AppState>,
     /// Source path → source. A handful of entries.
     ingest: Arc<HashMap<String, Arc<SourceRuntime>>>,
     router: axum::Router,
-    request_timeout: Duration,
 }
 
 impl HttpApp {
@@ -395,7 +395,6 @@ impl HttpApp {
             .map(|s| (s.path.clone(), s.clone()))
             .collect();
         HttpApp {
-            request_timeout: Duration::from_secs(state.config.config.server.request_timeout_secs),
             ingest: Arc::new(ingest),
             router: http_router(state.clone()),
             state,
@@ -407,38 +406,18 @@ impl HttpApp {
         if req.method() == axum::http::Method::POST
             && let Some(source) = self.ingest.get(req.uri().path())
         {
-            let started = std::time::Instant::now();
             let (parts, body) = req.into_parts();
-            let handled = ingest::handle(self.state, source.clone(), parts.headers, body);
-            return match tokio::time::timeout(self.request_timeout, handled).await {
-                Ok(resp) => resp,
-                // The body never completed (or the store never answered) within the timeout.
-                // An event already handed to the store may still be stored: the sender's retry
-                // is then answered as a duplicate.
-                Err(_) => {
-                    source.metrics.record("request_timeout", started.elapsed());
-                    request_timed_out()
-                }
-            };
+            return ingest::handle(self.state, source.clone(), parts.headers, body).await;
         }
-        let timeout = self.request_timeout;
+        let timeout = Duration::from_secs(self.state.config.config.server.request_timeout_secs);
         match tokio::time::timeout(timeout, self.router.oneshot(req.map(axum::body::Body::new)))
             .await
         {
             Ok(Ok(resp)) => resp,
             Ok(Err(never)) => match never {},
-            Err(_) => request_timed_out(),
+            Err(_) => error::ApiError::request_timeout().into_response(),
         }
     }
-}
-
-fn request_timed_out() -> Response {
-    error::ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        "the request did not complete within server.request_timeout_secs",
-    )
-    .into_response()
 }
 
 /// Everything but a source's `POST` (which [`HttpApp`] answers itself).

@@ -148,9 +148,13 @@ impl Stamp {
         })
     }
 
-    /// The receive time in RFC 3339 (`<aws.events.event.ingestion-time>`).
+    /// The receive time in RFC 3339 (`<aws.events.event.ingestion-time>`). Formatting fails
+    /// only for a year outside 0..=9999, which a clock-derived time never has; the Unix seconds
+    /// stand in rather than a panic.
     pub fn ingestion_time(&self) -> String {
-        rfc3339(self.received_at)
+        self.received_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| self.received_at.unix_timestamp().to_string())
     }
 
     /// The normalizer's view of it.
@@ -161,13 +165,6 @@ impl Stamp {
             received_at: self.received_at,
         }
     }
-}
-
-/// `t` in RFC 3339. Formatting fails only for a year outside 0..=9999, which a clock-derived
-/// time never has; the Unix seconds stand in rather than a panic.
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// An event as a source hands it over.

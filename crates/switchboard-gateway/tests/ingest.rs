@@ -260,6 +260,49 @@ async fn standard_webhooks_dedup_uses_webhook_id() {
 }
 
 #[tokio::test]
+async fn an_event_not_persisted_within_the_request_timeout_is_a_503_not_a_408() {
+    // The body arrived; the store did not commit in time (a stalled disk). Senders retry 5xx
+    // and drop 4xx (EventBridge API destinations do not retry 408), so the answer must be a
+    // 503 with Retry-After; the event, queued meanwhile, is persisted once the store moves,
+    // and the retry is answered as its duplicate.
+    let gw = TestGateway::start(&config_with("[server]\nrequest_timeout_secs = 1\n")).await;
+    let store = gw.gw.as_ref().unwrap().state().store.clone();
+    let pause = store.test_pause_writer().await.unwrap();
+    let body = notification(1);
+    let mut req = gw
+        .client
+        .post(gw.url("/webhooks/genesys"))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in sign(&Scheme::HubSignature256, SECRET, &body) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "store_timeout", "{v}");
+
+    drop(pause);
+    let (s, v) = gw.post_signed("/webhooks/genesys", &body).await;
+    assert_eq!(
+        (s, &v["duplicate"]),
+        (200, &serde_json::Value::Bool(true)),
+        "{v}"
+    );
+    assert_eq!(
+        store.table_counts().await.unwrap().get("events").copied(),
+        Some(1)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn store_full_then_store_failed_answer_503() {
     let gw = TestGateway::start(&config_with("[store]\nqueue_capacity = 2\n")).await;
     let store = gw.gw.as_ref().unwrap().state().store.clone();
