@@ -9,6 +9,7 @@
 # Talks only to 127.0.0.1 and stops by itself. Usage: bench/ingest.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 DUR=${1:-10}
 CONNS=${2:-32}
 THREADS=1
@@ -35,28 +36,8 @@ with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
         dst.write(r["headers"]["x-hub-signature-256"] + "\t" + r["body"] + "\n")
 PY
 
-cat > "$WORK/sb.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT_SB"
-data_dir = "$WORK/data"
-[log]
-level = "warn"
-[[sources]]
-name = "genesys"
-path = "/webhooks/genesys"
-auth = { scheme = "hub-signature-256", secrets = ["$SECRET"] }
-[[targets]]
-name = "file"
-type = "file"
-path = "events.jsonl"
-[[rules]]
-name = "all"
-[[rules.targets]]
-id = "file"
-arn = "file"
-TOML
+bench_config "$WORK/sb.toml" $PORT_SB "$WORK/data" "$SECRET"
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 hwm_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
 # How busy each core was during a run: a server core under 100 % means something other than the

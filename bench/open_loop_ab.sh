@@ -7,6 +7,7 @@
 # Usage: bench/open_loop_ab.sh A_BINARY B_BINARY [rate] [pairs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 A=${1:?usage: bench/open_loop_ab.sh A_BINARY B_BINARY [rate] [pairs]}
 B=${2:?usage: bench/open_loop_ab.sh A_BINARY B_BINARY [rate] [pairs]}
 RATE=${3:-10500}
@@ -17,28 +18,8 @@ SIM=$A # the load generator is the same binary in every run
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cat > "$WORK/sb.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-data_dir = "$WORK/data"
-[log]
-level = "warn"
-[[sources]]
-name = "genesys"
-path = "/webhooks/genesys"
-auth = { scheme = "hub-signature-256", secrets = ["$SECRET"] }
-[[targets]]
-name = "file"
-type = "file"
-path = "events.jsonl"
-[[rules]]
-name = "all"
-[[rules.targets]]
-id = "file"
-arn = "file"
-TOML
+bench_config "$WORK/sb.toml" $PORT "$WORK/data" "$SECRET"
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 fdsize() { awk '/FDSize/ {print $2}' "/proc/$1/status"; }
 
 one() {
@@ -46,7 +27,7 @@ one() {
   rm -rf "$WORK/data"
   taskset -c 0 "$bin" serve --config "$WORK/sb.toml" > "$WORK/serve.log" 2>&1 &
   local pid=$!
-  wait_port || { echo "server did not start:"; cat "$WORK/serve.log"; exit 1; }
+  wait_port $PORT || { echo "server did not start:"; cat "$WORK/serve.log"; exit 1; }
   local f0 f1 client server
   f0=$(fdsize $pid)
   client=$(taskset -c 1 "$SIM" simulate --url "http://127.0.0.1:$PORT/webhooks/genesys" --secret="$SECRET" \

@@ -9,6 +9,7 @@
 # Usage: bench/stall.sh [rate=8900] [secs=10] [stall_secs=1] [binary=target/release/switchboard]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 RATE=${1:-8900}
 SECS=${2:-10}
 STALL=${3:-1}
@@ -20,32 +21,13 @@ trap 'kill -CONT $SPID 2>/dev/null || true; kill $(jobs -p) 2>/dev/null || true;
 
 if [[ $# -lt 4 ]]; then cargo build --release -p switchboard 2>&1 | tail -1; fi
 
-cat > "$WORK/sb.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-data_dir = "$WORK/data"
-[log]
-level = "warn"
-[[sources]]
-name = "genesys"
-path = "/webhooks/genesys"
-auth = { scheme = "hub-signature-256", secrets = ["$SECRET"] }
-[[targets]]
-name = "file"
-type = "file"
-path = "events.jsonl"
-[[rules]]
-name = "all"
-[[rules.targets]]
-id = "file"
-arn = "file"
-TOML
+bench_config "$WORK/sb.toml" $PORT "$WORK/data" "$SECRET"
 
 overflows() { awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (n[i] == "ListenOverflows") print $i }' /proc/net/netstat; }
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2; f = 1} END {if (!f) print 0}'; }
 
 taskset -c 0 "$SB" serve --config "$WORK/sb.toml" >"$WORK/serve.log" 2>&1 & SPID=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+wait_port $PORT
 O0=$(overflows)
 ( sleep 3; kill -STOP $SPID; sleep "$STALL"; kill -CONT $SPID ) & STOPPER=$!
 taskset -c 1 "$SB" simulate --url "http://127.0.0.1:$PORT/webhooks/genesys" --secret="$SECRET" \
