@@ -165,7 +165,8 @@ impl SavedCursor {
 ///
 /// Polls *peek*, like a read of the `deliveries` table: a delivery is returned by every poll
 /// until it is settled. Records already examined that still owe this target something are kept
-/// in `owed` (with the unsettled deliveries), so a poll never re-reads the journal for them.
+/// in `owed` (shared with the tail, with the indices of the unsettled deliveries), so a poll
+/// never re-reads the journal for them and builds each returned delivery with one copy.
 pub(crate) struct Consumer {
     target: String,
     /// Every record below this has been examined.
@@ -179,7 +180,9 @@ pub(crate) struct Consumer {
 
 struct Owed {
     seq: u64,
-    deliveries: Vec<Delivery>,
+    rec: Arc<EventRecord>,
+    /// Unsettled deliveries of this target, as indices into `rec.deliveries`.
+    indices: Vec<u32>,
 }
 
 /// What one poll found.
@@ -195,17 +198,18 @@ pub(crate) enum Polled {
     NeedsIo,
 }
 
-fn delivery(rec: &EventRecord, index: usize) -> Option<Delivery> {
-    let d = rec.deliveries.get(index)?;
+fn delivery(rec: &EventRecord, index: u32) -> Option<Delivery> {
+    let i = usize::try_from(index).ok()?;
+    let d = rec.deliveries.get(i)?;
     Some(Delivery {
         id: DeliveryId::Journal {
             seq: rec.seq,
-            index: u32::try_from(index).ok()?,
+            index,
         },
         event_id: rec.id.clone(),
         target: d.target.clone(),
         rule: d.rule.clone(),
-        payload: rec.payload(index)?.to_owned(),
+        payload: rec.payload(i)?.to_owned(),
         attempts: 0,
         enqueued_at_ms: rec.received_at_ms,
         next_attempt_at_ms: rec.received_at_ms,
@@ -270,7 +274,7 @@ impl Consumer {
                 more = true;
                 break;
             }
-            out.extend(o.deliveries.iter().cloned());
+            out.extend(o.indices.iter().filter_map(|&i| delivery(&o.rec, i)));
         }
         let mut next_due_at = None;
         let mut scanned = 0usize;
@@ -285,7 +289,7 @@ impl Consumer {
                     break;
                 }
                 let rec = rec.clone();
-                self.examine(&rec, &mut out);
+                self.examine(rec, &mut out);
                 scanned += 1;
             }
         }
@@ -308,7 +312,7 @@ impl Consumer {
                 Some(rec) if rec.received_at_ms > now_ms => {
                     next_due_at = Some(rec.received_at_ms);
                 }
-                Some(rec) => self.examine(&rec, &mut out),
+                Some(rec) => self.examine(Arc::new(rec), &mut out),
                 // Deleted by retention between the check above and the read.
                 None => self.scanned_to += 1,
             }
@@ -327,24 +331,28 @@ impl Consumer {
         })
     }
 
-    fn examine(&mut self, rec: &EventRecord, out: &mut Vec<Delivery>) {
-        let mine: Vec<Delivery> = rec
-            .deliveries
-            .iter()
-            .enumerate()
-            .filter(|(i, d)| {
-                d.target == self.target && !self.settled_ahead.contains(&(rec.seq, *i as u32))
-            })
-            .filter_map(|(i, _)| delivery(rec, i))
-            .collect();
-        if !mine.is_empty() {
-            out.extend(mine.iter().cloned());
+    fn examine(&mut self, rec: Arc<EventRecord>, out: &mut Vec<Delivery>) {
+        let before = out.len();
+        let mut indices = Vec::new();
+        for (i, d) in rec.deliveries.iter().enumerate() {
+            let Ok(index) = u32::try_from(i) else { break };
+            if d.target != self.target || self.settled_ahead.contains(&(rec.seq, index)) {
+                continue;
+            }
+            if let Some(d) = delivery(&rec, index) {
+                out.push(d);
+                indices.push(index);
+            }
+        }
+        debug_assert_eq!(out.len() - before, indices.len());
+        self.scanned_to = rec.seq + 1;
+        if !indices.is_empty() {
             self.owed.push_back(Owed {
                 seq: rec.seq,
-                deliveries: mine,
+                rec,
+                indices,
             });
         }
-        self.scanned_to = rec.seq + 1;
         self.prune();
     }
 
@@ -362,12 +370,11 @@ impl Consumer {
         let Some(o) = self.owed.get_mut(i).filter(|o| o.seq == seq) else {
             return false;
         };
-        let id = DeliveryId::Journal { seq, index };
-        let Some(pos) = o.deliveries.iter().position(|d| d.id == id) else {
+        let Some(pos) = o.indices.iter().position(|&i| i == index) else {
             return false;
         };
-        o.deliveries.remove(pos);
-        let emptied = o.deliveries.is_empty();
+        o.indices.remove(pos);
+        let emptied = o.indices.is_empty();
         if emptied {
             self.owed.remove(i);
         }

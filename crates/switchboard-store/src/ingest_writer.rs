@@ -9,7 +9,6 @@
 //! A failed write or sync makes the whole store fail-stop, as a failed SQLite commit does:
 //! retrying an `fsync` after an error proves nothing (the kernel may have dropped the pages).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -156,13 +155,14 @@ impl IngestWriter {
     fn claim_owner(
         &mut self,
         e: &Entry,
-        staged_ids: &HashMap<u64, String>,
+        staged: &[Arc<EventRecord>],
     ) -> Result<String, StoreError> {
         if let Some(id) = e.event_id() {
             return Ok(id);
         }
-        if let Some(id) = staged_ids.get(&e.seq) {
-            return Ok(id.clone());
+        // Claimed earlier in this batch: staged, not yet readable from the journal.
+        if let Ok(i) = staged.binary_search_by_key(&e.seq, |r| r.seq) {
+            return Ok(staged[i].id.clone());
         }
         match self.reader.read(e.seq, self.jshared.end())? {
             Some(rec) => Ok(rec.id),
@@ -178,7 +178,7 @@ impl IngestWriter {
     fn decide(
         &mut self,
         ev: NewEvent,
-        staged_ids: &mut HashMap<u64, String>,
+        staged: &[Arc<EventRecord>],
         cache: &mut Vec<CachedKey>,
     ) -> Result<Decision, StoreError> {
         let now = ev.received_at_ms;
@@ -187,7 +187,7 @@ impl IngestWriter {
             && let Some(e) = self.index.lookup(h)?
             && e.expires_at_ms > now
         {
-            let original_id = self.claim_owner(&e, staged_ids)?;
+            let original_id = self.claim_owner(&e, staged)?;
             // Not in the cache (evicted, or claimed before a restart): it is now.
             cache.push(CachedKey {
                 key: claim.key.clone(),
@@ -241,7 +241,6 @@ impl IngestWriter {
         if let (Some(h), Some(expires)) = (identity_hash, identity_expires) {
             self.index.insert(&h, Entry::new(seq, expires, &rec.id));
         }
-        staged_ids.insert(seq, rec.id.clone());
         Ok(Decision::Stored(Arc::new(rec)))
     }
 
@@ -265,12 +264,11 @@ impl IngestWriter {
         }
         let started = Instant::now();
         let commands = batch.len();
-        let mut staged_ids = HashMap::new();
         let mut cache = Vec::new();
         let mut records = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
         for (ev, reply) in batch {
-            let result = match self.decide(ev, &mut staged_ids, &mut cache) {
+            let result = match self.decide(ev, &records, &mut cache) {
                 Ok(Decision::Stored(rec)) => {
                     records.push(rec);
                     Ok(IngestOutcome::Stored)
