@@ -7,11 +7,16 @@
 # then a dedup-hit run (the same corpus again: every request a duplicate) and an open-loop run
 # with `switchboard simulate` at half of (a)'s rate. Server on CPU 0, load generator on CPU 1.
 # Talks only to 127.0.0.1 and stops by itself. Usage: bench/ingest.sh [seconds] [connections]
+# ROUNDS=N (default 1) runs (b) then (a) N times, alternating, each (a) on a fresh data
+# directory, and reports each round's ratio and their median: on a host whose speed drifts
+# between runs (this one's did by 2x within minutes) a ratio is only as good as the two runs
+# it divides, so each round divides neighbours. The later runs use the last round's server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
 DUR=${1:-10}
 CONNS=${2:-32}
+ROUNDS=${ROUNDS:-1}
 THREADS=1
 PORT_SB=18080
 PORT_BASE=18090
@@ -61,19 +66,29 @@ cpu_busy() { paste "$WORK/cpu.before" "$WORK/cpu.after" | awk '{printf "%s %.0f%
 accepted() { curl -s "http://127.0.0.1:$PORT_SB/metrics" | awk '/^switchboard_ingest_requests_total\{.*outcome="accepted"/ {n += $2} END {print n + 0}'; }
 summary() { awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF} END {printf "%s req/s, p50 %s, p99 %s, non-2xx %s\n", rps, p50, p99, (bad==""?0:bad)}'; }
 
-echo "== (b) baseline: bare hyper"
-taskset -c 0 "$BASE" 127.0.0.1:$PORT_BASE >/dev/null & BPID=$!
-wait_port $PORT_BASE
-run_wrk "http://127.0.0.1:$PORT_BASE/webhooks/genesys" | tee "$WORK/base.txt" | summary
-cpu_busy
-kill $BPID; wait $BPID 2>/dev/null || true
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+RATIOS=()
+SPID=
+for ROUND in $(seq "$ROUNDS"); do
+  [[ $ROUNDS == 1 ]] || echo "== round $ROUND of $ROUNDS"
+  echo "== (b) baseline: bare hyper"
+  taskset -c 0 "$BASE" 127.0.0.1:$PORT_BASE >/dev/null & BPID=$!
+  wait_port $PORT_BASE
+  run_wrk "http://127.0.0.1:$PORT_BASE/webhooks/genesys" | tee "$WORK/base.txt" | summary
+  cpu_busy
+  kill $BPID; wait $BPID 2>/dev/null || true
 
-echo "== (a) switchboard serve, durable, file target"
-taskset -c 0 "$SB" serve --config "$WORK/sb.toml" >"$WORK/serve.log" 2>&1 & SPID=$!
-wait_port $PORT_SB
-run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/sb.txt" | summary
-cpu_busy
-echo "RSS after (a): $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
+  echo "== (a) switchboard serve, durable, file target"
+  if [[ -n $SPID ]]; then kill -TERM $SPID; wait $SPID || true; fi
+  rm -rf "$WORK/data"
+  taskset -c 0 "$SB" serve --config "$WORK/sb.toml" >"$WORK/serve.log" 2>&1 & SPID=$!
+  wait_port $PORT_SB
+  run_wrk "http://127.0.0.1:$PORT_SB/webhooks/genesys" | tee "$WORK/sb.txt" | summary
+  cpu_busy
+  echo "RSS after (a): $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
+  RATIOS+=("$(python3 -c "print('%.3f' % ($(rps "$WORK/sb.txt") / $(rps "$WORK/base.txt")))")")
+  [[ $ROUNDS == 1 ]] || echo "round $ROUND ratio (a)/(b) = ${RATIOS[-1]}"
+done
 
 echo "== dedup hits: the events (a) stored, again (every answer 200 duplicate)"
 # wrk sends the corpus in order from its second line (it builds one request it never sends, to
@@ -142,6 +157,11 @@ echo "RSS at steady load: $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
 echo "slow commits / checkpoints logged (>= 100 ms, whole run): $(grep -c 'slow store commit' "$WORK/serve.log" || true) / $(grep -c 'slow store checkpoint' "$WORK/serve.log" || true)"
 kill -TERM $SPID; wait $SPID || true
 
-A=$(awk '/Requests\/sec/ {print $2}' "$WORK/sb.txt")
-B=$(awk '/Requests\/sec/ {print $2}' "$WORK/base.txt")
-python3 -c "print('ratio (a)/(b) = %.2f' % ($A / $B))"
+python3 - "${RATIOS[@]}" <<'PY'
+import statistics, sys
+r = [float(x) for x in sys.argv[1:]]
+if len(r) == 1:
+    print("ratio (a)/(b) = %.2f" % r[0])
+else:
+    print("ratio (a)/(b) per round: %s; median %.2f" % (", ".join("%.2f" % x for x in r), statistics.median(r)))
+PY
