@@ -152,6 +152,11 @@ for name in sorted(b):
     over = {le: total - c for le, c in cum if le in ("0.01", "0.05", "0.1")}
     print(f"{name}: n={int(total)} p50<={q(0.5)}s p99<={q(0.99)}s p99.9<={q(0.999)}s; over 10/50/100 ms: {int(over.get('0.01',0))}/{int(over.get('0.05',0))}/{int(over.get('0.1',0))}")
 PY
+# A client with more connections than the server serves (`server.max_connections`, 1,024) waits
+# for a slot: that wait is in the client's latency and in no server histogram. `simulate` opens
+# a connection per request in flight (up to 4,096) once a hiccup backs it up.
+metric_of() { awk -v m="$1" '$1 == m {v = $2} END {print v + 0}' "$2"; }
+echo "serving slots: $(( $(metric_of switchboard_connections_reclaimed_total "$WORK/m1.txt") - $(metric_of switchboard_connections_reclaimed_total "$WORK/m0.txt") )) handed over from idle connections to waiting ones, $(( $(metric_of switchboard_connections_shed_total "$WORK/m1.txt") - $(metric_of switchboard_connections_shed_total "$WORK/m0.txt") )) silent ones shed"
 echo "RSS at steady load: $(rss_kb $SPID) kB, peak $(hwm_kb $SPID) kB"
 # Commits over 100 ms are logged with their duration: in every run so far they explain the tail.
 echo "slow commits / checkpoints logged (>= 100 ms, whole run): $(grep -c 'slow store commit' "$WORK/serve.log" || true) / $(grep -c 'slow store checkpoint' "$WORK/serve.log" || true)"

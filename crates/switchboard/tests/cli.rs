@@ -195,6 +195,9 @@ fn simulate_open_loop_against_serve_and_to_a_file() {
             "1000",
             "--duplicates",
             "0.1",
+            // Fewer connections than the rate keeps busy: requests wait for one, none is lost.
+            "--connections",
+            "2",
         ])
         .output()
         .unwrap();
@@ -212,6 +215,24 @@ fn simulate_open_loop_against_serve_and_to_a_file() {
     assert!((15..=20).contains(&dups), "{report}");
     assert_eq!(report["acked"].as_u64().unwrap() + dups, 200);
     assert!(report["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+
+    let out = bin()
+        .args([
+            "simulate",
+            "--url",
+            &url,
+            "--secret=s",
+            "--connections",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--connections"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let file = dir.path().join("corpus.jsonl");
     let out = bin()

@@ -61,6 +61,12 @@ pub struct SimulateArgs {
     /// Requests in flight at most; beyond it an event counts as an error ("backlog").
     #[arg(long, default_value_t = 4096)]
     max_in_flight: usize,
+    /// Connections at most, as a sender with a connection pool has. A request waits for a free
+    /// one, and its latency counts from before that wait.
+    /// The default is the gateway's `server.max_connections`: a client with more connections
+    /// than the server serves waits for a serving slot, and no server histogram sees that wait.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
     /// Write the signed requests as JSON lines ({"headers": {..}, "body": "..."}) instead of sending.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -237,10 +243,14 @@ async fn send_open_loop(
     secret: &str,
     plan: Vec<String>,
 ) -> anyhow::Result<serde_json::Value> {
+    let connections = usize::try_from(args.connections)?;
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.max_in_flight)
+        .pool_max_idle_per_host(connections)
         .build()?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
+    // One permit per request on the wire: at most that many connections are ever busy, so the
+    // pool never opens more.
+    let on_the_wire = Arc::new(tokio::sync::Semaphore::new(connections));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<(u16, Duration), String>>();
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let start = Instant::now();
@@ -250,6 +260,10 @@ async fn send_open_loop(
         // Open loop: event i is due at start + i/rate, whatever happened to earlier ones.
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
+        // The timer wakes the loop up to a millisecond late, a few events at once: latency
+        // counts from here, so it holds every wait the server causes (for a connection, for
+        // the answer) and not the tool's own timer granularity.
+        let dispatched = Instant::now();
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             backlog += 1;
             continue;
@@ -262,11 +276,15 @@ async fn send_open_loop(
             }
         }
         let tx = tx.clone();
+        let on_the_wire = on_the_wire.clone();
         tokio::spawn(async move {
-            let t0 = Instant::now();
-            let r = match req.send().await {
-                Ok(resp) => Ok((resp.status().as_u16(), t0.elapsed())),
-                Err(e) => Err(error_chain(&e)),
+            let r = match on_the_wire.acquire_owned().await {
+                // Nothing closes it; were it closed, the report must still count the event.
+                Err(e) => Err(e.to_string()),
+                Ok(_wire) => match req.send().await {
+                    Ok(resp) => Ok((resp.status().as_u16(), dispatched.elapsed())),
+                    Err(e) => Err(error_chain(&e)),
+                },
             };
             drop(permit);
             let _ = tx.send(r);
