@@ -84,20 +84,19 @@ impl FileSink {
     }
 
     async fn write_batch(&self, items: &[Delivery]) -> Attempt {
-        {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.buf.clear();
-            st.buf
-                .reserve(items.iter().map(|d| d.payload.len() + 1).sum());
-            for d in items {
-                st.buf.extend_from_slice(d.payload.as_bytes());
-                st.buf.push(b'\n');
-            }
+        // The kept buffer is taken, not shared: were two batches ever written at once, each
+        // would fill its own (the second a new one) and neither could write the other's lines.
+        let mut buf = std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).buf);
+        buf.clear();
+        buf.reserve(items.iter().map(|d| d.payload.len() + 1).sum());
+        for d in items {
+            buf.extend_from_slice(d.payload.as_bytes());
+            buf.push(b'\n');
         }
         let (path, state) = (self.path.clone(), self.state.clone());
         // Open, write and sync in one blocking task: with `tokio::fs` each of them is its own
         // trip to the blocking pool, and those trips cost more than the write itself.
-        let res = tokio::task::spawn_blocking(move || append_synced(&path, &state)).await;
+        let res = tokio::task::spawn_blocking(move || append_synced(&path, &state, buf)).await;
         match res {
             Ok(Ok(())) => Attempt::Delivered,
             Ok(Err(e)) => io_failure(&self.path, &e),
@@ -106,11 +105,13 @@ impl FileSink {
     }
 }
 
-/// Appends the assembled batch and syncs it. The deliveries are completed only after
-/// `sync_data` returns, so a crash can repeat lines (at-least-once) but never lose one.
+/// Appends the assembled batch and syncs it, then keeps `buf` for the next batch. The
+/// deliveries are completed only after `sync_data` returns, so a crash can repeat lines
+/// (at-least-once) but never lose one.
 fn append_synced(
     path: &std::path::Path,
     state: &std::sync::Mutex<FileState>,
+    buf: Vec<u8>,
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -129,7 +130,7 @@ fn append_synced(
     let Some(f) = st.file.as_mut() else {
         return Err(std::io::Error::other("file not open"));
     };
-    let res = f.write_all(&st.buf).and_then(|()| f.sync_data());
+    let res = f.write_all(&buf).and_then(|()| f.sync_data());
     if res.is_ok() {
         drop_cached(f);
     }
@@ -137,8 +138,8 @@ fn append_synced(
         // Reopen next time: the handle may be in a bad state.
         st.file = None;
     }
-    if st.buf.capacity() > FILE_BUF_KEEP {
-        st.buf = Vec::new();
+    if buf.capacity() <= FILE_BUF_KEEP && buf.capacity() > st.buf.capacity() {
+        st.buf = buf;
     }
     res
 }
@@ -845,16 +846,18 @@ mod tests {
         let state = std::sync::Mutex::new(FileState::default());
         let line = format!("{{\"x\":\"{}\"}}\n", "a".repeat(1000));
         for _ in 0..2 {
-            state.lock().unwrap().buf = line.repeat(100).into_bytes();
-            append_synced(&path, &state).unwrap();
+            append_synced(&path, &state, line.repeat(100).into_bytes()).unwrap();
         }
+        assert!(
+            state.lock().unwrap().buf.capacity() >= line.len() * 100,
+            "the buffer is kept for the next batch"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 200);
         assert!(text.lines().all(|l| l.len() == line.len() - 1));
         // Reading it back cached it; the next batch drops the whole file again.
         assert!(resident_pages(&path) > 0, "the read above must cache pages");
-        state.lock().unwrap().buf = line.clone().into_bytes();
-        append_synced(&path, &state).unwrap();
+        append_synced(&path, &state, line.clone().into_bytes()).unwrap();
         assert_eq!(resident_pages(&path), 0);
     }
 }
