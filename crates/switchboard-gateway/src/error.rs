@@ -40,8 +40,8 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// 408: the request (its body, or for a source the event's persistence) did not complete
-    /// within `server.request_timeout_secs`.
+    /// 408: the request did not complete within `server.request_timeout_secs` (for a source:
+    /// its body did not arrive; an event not persisted in time is a 503, see `ingest`).
     pub fn request_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,

@@ -179,7 +179,6 @@ pub(crate) struct Consumer {
 }
 
 struct Owed {
-    seq: u64,
     rec: Arc<EventRecord>,
     /// Unsettled deliveries of this target, as indices into `rec.deliveries`.
     indices: Vec<u32>,
@@ -242,7 +241,7 @@ impl Consumer {
 
     /// Lowest seq that may still hold an unsettled delivery of this target.
     pub(crate) fn cursor(&self) -> u64 {
-        self.owed.front().map_or(self.scanned_to, |o| o.seq)
+        self.owed.front().map_or(self.scanned_to, |o| o.rec.seq)
     }
 
     /// Nothing owed and nothing committed left to examine.
@@ -332,7 +331,6 @@ impl Consumer {
     }
 
     fn examine(&mut self, rec: Arc<EventRecord>, out: &mut Vec<Delivery>) {
-        let before = out.len();
         let mut indices = Vec::new();
         for (i, d) in rec.deliveries.iter().enumerate() {
             let Ok(index) = u32::try_from(i) else { break };
@@ -344,14 +342,9 @@ impl Consumer {
                 indices.push(index);
             }
         }
-        debug_assert_eq!(out.len() - before, indices.len());
         self.scanned_to = rec.seq + 1;
         if !indices.is_empty() {
-            self.owed.push_back(Owed {
-                seq: rec.seq,
-                rec,
-                indices,
-            });
+            self.owed.push_back(Owed { rec, indices });
         }
         self.prune();
     }
@@ -366,8 +359,8 @@ impl Consumer {
 
     /// Marks a delivery settled. False if it was not owed (settled twice, or never examined).
     pub(crate) fn settle(&mut self, seq: u64, index: u32) -> bool {
-        let i = self.owed.partition_point(|o| o.seq < seq);
-        let Some(o) = self.owed.get_mut(i).filter(|o| o.seq == seq) else {
+        let i = self.owed.partition_point(|o| o.rec.seq < seq);
+        let Some(o) = self.owed.get_mut(i).filter(|o| o.rec.seq == seq) else {
             return false;
         };
         let Some(pos) = o.indices.iter().position(|&i| i == index) else {

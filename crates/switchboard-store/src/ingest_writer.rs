@@ -160,7 +160,8 @@ impl IngestWriter {
         if let Some(id) = e.event_id() {
             return Ok(id);
         }
-        // Claimed earlier in this batch: staged, not yet readable from the journal.
+        // Claimed earlier in this batch: staged, not yet readable from the journal. `staged` is
+        // in seq order (each staged record takes the next seq), so it can be searched.
         if let Ok(i) = staged.binary_search_by_key(&e.seq, |r| r.seq) {
             return Ok(staged[i].id.clone());
         }
