@@ -280,7 +280,8 @@ pub async fn accept_with(
         envelope: normalized.envelope,
         deliveries,
     };
-    let result = app.store.ingest(event).await;
+    // The cache was asked above, before routing; asking it again here would find the same.
+    let result = app.store.ingest_uncached(event).await;
     #[cfg(feature = "aws")]
     if let Some((sd, key)) = shared {
         Box::pin(settle_shared_claim(

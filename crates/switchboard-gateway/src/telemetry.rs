@@ -105,9 +105,10 @@ impl TargetMetrics {
             _ => &self.fatal,
         };
         c.increment(n);
-        for _ in 0..n {
-            self.attempt.record(elapsed.as_secs_f64());
-        }
+        self.attempt.record_many(
+            elapsed.as_secs_f64(),
+            usize::try_from(n).unwrap_or(usize::MAX),
+        );
     }
 
     /// A delivery succeeded `ms` after its event was enqueued (end-to-end latency).
@@ -160,4 +161,37 @@ pub fn aws_batches(target: &str, calls: u64, entries: u64) {
         .increment(calls);
     metrics::counter!("switchboard_aws_batch_entries_total", "target" => target.to_string())
         .increment(entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch's attempts are counted once each, in the counter and in the histogram, however
+    /// they are handed over.
+    #[test]
+    fn a_batch_of_attempts_counts_each_attempt() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let m = TargetMetrics::new("t");
+            m.attempts("delivered", 1000, Duration::from_millis(3));
+            m.attempts("retryable_error", 2, Duration::from_millis(3));
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"switchboard_delivery_attempt_seconds_count{target="t"} 1002"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchboard_deliveries_total{target="t",outcome="delivered"} 1000"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"switchboard_deliveries_total{target="t",outcome="retryable_error"} 2"#
+            ),
+            "{text}"
+        );
+    }
 }

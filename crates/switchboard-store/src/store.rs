@@ -518,6 +518,20 @@ impl Store {
         {
             return Ok(IngestOutcome::Duplicate { original_id });
         }
+        self.submit(ev).await
+    }
+
+    /// [`ingest`](Store::ingest) without its look at the cache of recent keys, for a caller
+    /// that asked [`cached_duplicate`](Store::cached_duplicate) itself moments before (the
+    /// pipeline does, to skip routing a retry). The writer still decides: a key committed since
+    /// is answered `Duplicate` all the same, one trip to the writer later.
+    pub async fn ingest_uncached(&self, ev: NewEvent) -> Result<IngestOutcome, StoreError> {
+        self.refuse_early()?;
+        self.submit(ev).await
+    }
+
+    /// Hands the event to the ingest writer and waits for its answer.
+    async fn submit(&self, ev: NewEvent) -> Result<IngestOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         match self.inner.ingest_tx.try_send(IngestCmd::Ingest(ev, reply)) {
             Ok(()) => {}

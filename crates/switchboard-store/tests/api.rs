@@ -560,6 +560,30 @@ async fn committed_keys_are_answered_without_the_writer() {
     }
 }
 
+/// `ingest_uncached` skips the cache (its caller asked it already) but not dedup: with the
+/// writer paused a committed key's duplicate waits for the writer, which answers `Duplicate`.
+#[tokio::test]
+async fn ingest_uncached_leaves_the_duplicate_to_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(
+        s.ingest(ev("e1", Some("k"), 100, &["t"])).await.unwrap(),
+        IngestOutcome::Stored
+    );
+    assert_eq!(s.cached_duplicate("k", 200).as_deref(), Some("e1"));
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut dup = Box::pin(s.ingest_uncached(ev("e2", Some("k"), 200, &["t"])));
+    assert!(poll_once(dup.as_mut()).is_pending(), "the cache answered");
+    drop(pause);
+    assert_eq!(
+        dup.await.unwrap(),
+        IngestOutcome::Duplicate {
+            original_id: "e1".into()
+        }
+    );
+    assert!(s.get_event("e2").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn dedup_cache_refills_from_the_table_and_can_be_disabled() {
     let dir = tempfile::tempdir().unwrap();

@@ -643,17 +643,23 @@ async fn process_batch(
     let elapsed = started.elapsed();
     let now = now_ms();
     // Decide everything first: the thread-local RNG must not be held across an await.
+    // Outcomes are counted per batch: a file target's batch is a thousand deliveries.
+    let mut outcomes = [
+        ("delivered", 0u64),
+        ("retryable_error", 0),
+        ("fatal_error", 0),
+    ];
     let decisions: Vec<Decision> = {
         let mut rng = rand::rng();
         send.iter()
             .zip(attempts)
             .map(|(d, attempt)| {
-                let outcome = match &attempt {
-                    Attempt::Delivered => "delivered",
-                    Attempt::Retryable { .. } => "retryable_error",
-                    Attempt::Fatal { .. } => "fatal_error",
+                let slot = match &attempt {
+                    Attempt::Delivered => 0,
+                    Attempt::Retryable { .. } => 1,
+                    Attempt::Fatal { .. } => 2,
                 };
-                target.metrics.attempts(outcome, 1, elapsed);
+                outcomes[slot].1 += 1;
                 let policy = router.retry_policy(&d.rule, &d.target);
                 policy::decide(
                     &policy,
@@ -666,6 +672,11 @@ async fn process_batch(
             })
             .collect()
     };
+    for (outcome, n) in outcomes {
+        if n > 0 {
+            target.metrics.attempts(outcome, n, elapsed);
+        }
+    }
     let mut done = Vec::new();
     for (d, decision) in send.iter().zip(decisions) {
         match decision {
