@@ -560,6 +560,35 @@ async fn committed_keys_are_answered_without_the_writer() {
     }
 }
 
+/// A record over the journal's limit (256 MiB) is refused for its event alone, in the same
+/// batch as an event that is stored: nothing of it is staged, its key is not claimed, and the
+/// store stays healthy (a sender's oversized event must not fail-stop the store).
+#[tokio::test]
+async fn a_record_too_large_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut big = ev("big", Some("k"), 100, &["t"]);
+    big.envelope = "x".repeat(256 << 20);
+    let pause = s.test_pause_writer().await.unwrap();
+    let mut first = Box::pin(s.ingest(big));
+    let mut second = Box::pin(s.ingest(ev("small", Some("k"), 101, &["t"])));
+    assert!(poll_once(first.as_mut()).is_pending());
+    assert!(poll_once(second.as_mut()).is_pending());
+    drop(pause); // one batch
+    match first.await {
+        Err(StoreError::RecordTooLarge { bytes, max }) => assert!(bytes > max, "{bytes} {max}"),
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    // The key was not claimed by the refused event: the next one with it is new.
+    assert_eq!(second.await.unwrap(), IngestOutcome::Stored);
+    assert!(s.get_event("big").await.unwrap().is_none());
+    assert!(s.get_event("small").await.unwrap().is_some());
+    assert_eq!(
+        s.ingest(ev("after", None, 102, &["t"])).await.unwrap(),
+        IngestOutcome::Stored
+    );
+}
+
 /// `ingest_uncached` skips the cache (its caller asked it already) but not dedup: with the
 /// writer paused a committed key's duplicate waits for the writer, which answers `Duplicate`.
 #[tokio::test]
