@@ -73,6 +73,18 @@ impl SourceMetrics {
     }
 }
 
+/// A batch's delivery attempts by outcome (the `outcome` label of
+/// `switchboard_deliveries_total`): counted per batch, recorded once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcomes {
+    /// `delivered`
+    pub delivered: u64,
+    /// `retryable_error`
+    pub retryable: u64,
+    /// `fatal_error`
+    pub fatal: u64,
+}
+
 /// Handles for one target's per-delivery metrics, registered once (see [`SourceMetrics`]).
 #[derive(Debug, Clone)]
 pub struct TargetMetrics {
@@ -96,15 +108,16 @@ impl TargetMetrics {
         }
     }
 
-    /// `n` delivery attempts of one batch finished with `outcome` (`delivered`,
-    /// `retryable_error`, `fatal_error`), the batch taking `elapsed`.
-    pub fn attempts(&self, outcome: &'static str, n: u64, elapsed: Duration) {
-        let c = match outcome {
-            "delivered" => &self.delivered,
-            "retryable_error" => &self.retryable,
-            _ => &self.fatal,
-        };
-        c.increment(n);
+    /// One batch's attempts, counted by outcome, the batch taking `elapsed`.
+    pub fn attempts(&self, o: &Outcomes, elapsed: Duration) {
+        for (counter, n) in [
+            (&self.delivered, o.delivered),
+            (&self.retryable, o.retryable),
+            (&self.fatal, o.fatal),
+        ] {
+            counter.increment(n);
+        }
+        let n = o.delivered + o.retryable + o.fatal;
         self.attempt.record_many(
             elapsed.as_secs_f64(),
             usize::try_from(n).unwrap_or(usize::MAX),
@@ -175,8 +188,12 @@ mod tests {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             let m = TargetMetrics::new("t");
-            m.attempts("delivered", 1000, Duration::from_millis(3));
-            m.attempts("retryable_error", 2, Duration::from_millis(3));
+            let batch = Outcomes {
+                delivered: 1000,
+                retryable: 2,
+                fatal: 0,
+            };
+            m.attempts(&batch, Duration::from_millis(3));
         });
         let text = handle.render();
         assert!(

@@ -644,22 +644,17 @@ async fn process_batch(
     let now = now_ms();
     // Decide everything first: the thread-local RNG must not be held across an await.
     // Outcomes are counted per batch: a file target's batch is a thousand deliveries.
-    let mut outcomes = [
-        ("delivered", 0u64),
-        ("retryable_error", 0),
-        ("fatal_error", 0),
-    ];
+    let mut outcomes = telemetry::Outcomes::default();
     let decisions: Vec<Decision> = {
         let mut rng = rand::rng();
         send.iter()
             .zip(attempts)
             .map(|(d, attempt)| {
-                let slot = match &attempt {
-                    Attempt::Delivered => 0,
-                    Attempt::Retryable { .. } => 1,
-                    Attempt::Fatal { .. } => 2,
-                };
-                outcomes[slot].1 += 1;
+                match &attempt {
+                    Attempt::Delivered => outcomes.delivered += 1,
+                    Attempt::Retryable { .. } => outcomes.retryable += 1,
+                    Attempt::Fatal { .. } => outcomes.fatal += 1,
+                }
                 let policy = router.retry_policy(&d.rule, &d.target);
                 policy::decide(
                     &policy,
@@ -672,11 +667,7 @@ async fn process_batch(
             })
             .collect()
     };
-    for (outcome, n) in outcomes {
-        if n > 0 {
-            target.metrics.attempts(outcome, n, elapsed);
-        }
-    }
+    target.metrics.attempts(&outcomes, elapsed);
     let mut done = Vec::new();
     for (d, decision) in send.iter().zip(decisions) {
         match decision {
