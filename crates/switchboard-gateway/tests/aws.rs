@@ -9,7 +9,7 @@ mod moto;
 
 use std::time::{Duration, Instant};
 
-use common::{SECRET, TestGateway, WAIT, config_with, notification};
+use common::{SECRET, TestGateway, WAIT, config_with, notification, written_lines};
 use serde_json::{Value, json};
 use switchboard_aws::AwsClients;
 
@@ -526,11 +526,7 @@ path = "out.jsonl"
     let deadline = Instant::now() + WAIT;
     let mut lines = Vec::new();
     while Instant::now() < deadline {
-        lines = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        lines = written_lines(&out);
         if lines.len() >= 15 {
             break;
         }
@@ -685,10 +681,7 @@ path = "out.jsonl"
     let out = gw.data.join("out.jsonl");
     let deadline = Instant::now() + WAIT;
     loop {
-        let n = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .count();
+        let n = written_lines(&out).len();
         if n >= accepted.len() {
             assert_eq!(n, accepted.len());
             break;
@@ -775,13 +768,7 @@ path = "out.jsonl"
     drop(pause);
     let out = gw.data.join("out.jsonl");
     let deadline = Instant::now() + WAIT;
-    while std::fs::read_to_string(&out)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < 1
-        || counts().await != (0, 0)
-    {
+    while written_lines(&out).is_empty() || counts().await != (0, 0) {
         assert!(
             Instant::now() < deadline,
             "not persisted and deleted: {:?}",
@@ -789,6 +776,6 @@ path = "out.jsonl"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
+    assert_eq!(written_lines(&out).len(), 1);
     gw.stop().await;
 }

@@ -301,11 +301,8 @@ arn = "out"
     let ids = loop {
         let mut ids = Vec::new();
         for g in [&r1, &r2] {
-            for l in std::fs::read_to_string(g.data.join("out.jsonl"))
-                .unwrap_or_default()
-                .lines()
-            {
-                let v: Value = serde_json::from_str(l).unwrap();
+            for l in common::written_lines(&g.data.join("out.jsonl")) {
+                let v: Value = serde_json::from_str(&l).unwrap();
                 ids.push(
                     v["detail"]["metadata"]["CorrelationId"]
                         .as_str()

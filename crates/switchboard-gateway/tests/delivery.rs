@@ -466,9 +466,8 @@ arn = "b"
     );
     let gw = TestGateway::start(&cfg).await;
     let lines = |f: &str| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(gw.data.join(f))
-            .unwrap_or_default()
-            .lines()
+        written_lines(&gw.data.join(f))
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -244,6 +244,14 @@ impl TestGateway {
             client: self.client.clone(),
         }
     }
+}
+
+/// The complete lines of a file a target is writing. A reader can see a batch's write cut
+/// mid-line, so a last line without its newline is not written yet and is left out.
+pub fn written_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
 }
 
 pub fn sign(
