@@ -49,7 +49,9 @@ async fn putevents_faults_lose_nothing_and_only_non_retryable_entries_are_dead_l
     proxy.fault_call(5, CallFault::ForwardThenHang(Duration::from_secs(3)));
     let cfg = format!(
         "{}\n{}",
-        aws_toml(&proxy.url, 1, 1),
+        // A 2 s attempt timeout: the 3 s hangs still time out, and a moto slowed by the test
+        // running alongside does not add a whole-call timeout the retry count below forbids.
+        aws_toml(&proxy.url, 2, 1),
         config_with(&format!(
             r#"
 [[targets]]

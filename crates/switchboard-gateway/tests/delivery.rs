@@ -198,9 +198,9 @@ async fn a_failing_target_does_not_delay_a_healthy_one() {
     for _ in 0..10 {
         fast.next_success().await;
     }
-    // The slow target's timeout is 2 s; the fast one finished well before a single slow attempt.
+    // The slow target's timeout is 10 s; the fast one finished well before a single slow attempt.
     assert!(
-        t0.elapsed() < Duration::from_secs(2),
+        t0.elapsed() < Duration::from_secs(5),
         "fast target took {:?}",
         t0.elapsed()
     );

@@ -96,8 +96,8 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 #[tokio::test]
 async fn resets_and_timeouts_are_retried_until_delivered() {
     let (url, mut rx) = raw_target(vec![Fault::Reset, Fault::Hang, Fault::Reset]).await;
-    // timeout_secs = 2 in http_route: the hang costs one timeout.
-    let gw = TestGateway::start(&config_with(&http_route("flaky", &url, 10))).await;
+    // A 2 s timeout: the hang costs one timeout.
+    let gw = TestGateway::start(&config_with(&http_route_timeout("flaky", &url, 10, 2))).await;
     let (s, v) = gw.post_signed("/webhooks/genesys", &notification(1)).await;
     assert_eq!(s, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();

@@ -60,20 +60,23 @@ async fn revoked_token_is_refreshed_once_and_the_call_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_refreshed_ahead_of_expiry() {
-    // 1 s tokens, refreshed 0.5 s ahead: after 0.6 s the next call fetches a new one first.
+    // 3 s tokens, refreshed 1.5 s ahead: after 1.6 s the next call fetches a new one first. (The
+    // margins are wide so that a loaded machine's slow first call still leaves the token fresh.)
     let fake = Fake::start(Settings {
-        token_lifetime_secs: 1,
+        token_lifetime_secs: 3,
         ..Settings::default()
     })
     .await;
-    let client = Client::new(fake.client_config()).unwrap();
+    let mut cfg = fake.client_config();
+    cfg.token_refresh_ahead = Duration::from_millis(1500);
+    let client = Client::new(cfg).unwrap();
     client
         .get::<Value>("/api/v2/organizations/me", &[])
         .await
         .unwrap();
     let first = client.cached_token().await.unwrap();
-    assert!(first.remaining() > Duration::from_millis(500));
-    tokio::time::sleep(Duration::from_millis(600)).await; // Passage of time is what is tested.
+    assert!(first.remaining() > Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_millis(1600)).await; // Passage of time is what is tested.
     client
         .get::<Value>("/api/v2/organizations/me", &[])
         .await

@@ -127,7 +127,9 @@ async fn events_between_pages_by_time_and_enqueue_adds_deliveries() {
 /// A write queued after the writer took the one before it still shares that one's commit when
 /// the writer lingers. Without the linger it cannot: the first batch was already formed. The
 /// test waits (polling a counter, no timer) until the writer has taken the first write, then
-/// queues the second within the linger: 100 ms, the longest accepted, is ample for that.
+/// queues the second within the linger: 100 ms, the longest accepted. A loaded machine can keep
+/// this thread off the CPU longer than that, so the experiment gets up to five tries; without the
+/// linger every try takes two commits.
 #[tokio::test]
 async fn a_lingering_writer_commits_sparse_writes_together() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,17 +142,30 @@ async fn a_lingering_writer_commits_sparse_writes_together() {
         Err(StoreError::InvalidOptions(m)) if m.contains("commit_linger_us")
     ));
     let s = Store::open_tuned(dir.path(), StoreOptions::default(), tuning(100_000)).unwrap();
-    let (before, taken) = (s.commit_count(), s.test_batches_taken());
-    let mut a = Box::pin(s.ingest(ev("e1", Some("k1"), 100, &["t"])));
-    let mut b = Box::pin(s.ingest(ev("e2", Some("k2"), 100, &["t"])));
-    assert!(poll_once(a.as_mut()).is_pending());
-    while s.test_batches_taken() == taken {
-        tokio::task::yield_now().await;
+    let mut commits = Vec::new();
+    for n in 0..5 {
+        let (before, taken) = (s.commit_count(), s.test_batches_taken());
+        let (e1, e2) = (format!("e{n}a"), format!("e{n}b"));
+        let (k1, k2) = (format!("k{n}a"), format!("k{n}b"));
+        let mut a = Box::pin(s.ingest(ev(&e1, Some(&k1), 100, &["t"])));
+        let mut b = Box::pin(s.ingest(ev(&e2, Some(&k2), 100, &["t"])));
+        assert!(poll_once(a.as_mut()).is_pending());
+        while s.test_batches_taken() == taken {
+            tokio::task::yield_now().await;
+        }
+        assert!(poll_once(b.as_mut()).is_pending());
+        assert_eq!(a.await.unwrap(), IngestOutcome::Stored);
+        assert_eq!(b.await.unwrap(), IngestOutcome::Stored);
+        commits.push(s.commit_count() - before);
+        if commits.last() == Some(&1) {
+            break;
+        }
     }
-    assert!(poll_once(b.as_mut()).is_pending());
-    assert_eq!(a.await.unwrap(), IngestOutcome::Stored);
-    assert_eq!(b.await.unwrap(), IngestOutcome::Stored);
-    assert_eq!(s.commit_count() - before, 1, "one commit for both writes");
+    assert_eq!(
+        commits.last(),
+        Some(&1),
+        "one commit for both writes: {commits:?}"
+    );
     s.close().await.unwrap();
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::{Gateway, Overrides};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 /// Generous upper bound for anything the tests wait for; a pass never waits this long.
@@ -293,14 +294,21 @@ auth = {{ scheme = "hub-signature-256", secrets = ["{SECRET}"] }}
 }
 
 /// One http target `name` at `url` with a catch-all rule and a fast retry policy.
+/// An HTTP target and a catch-all rule to it. The 10 s timeout is long enough that a loaded
+/// machine's slow reply is not retried (a duplicate would break the tests that count arrivals);
+/// tests of the timeout itself use [`http_route_timeout`].
 pub fn http_route(name: &str, url: &str, retries: u32) -> String {
+    http_route_timeout(name, url, retries, 10)
+}
+
+pub fn http_route_timeout(name: &str, url: &str, retries: u32, timeout_secs: u32) -> String {
     format!(
         r#"
 [[targets]]
 name = "{name}"
 type = "http"
 url = "{url}"
-timeout_secs = 2
+timeout_secs = {timeout_secs}
 
 [[rules]]
 name = "to-{name}"
@@ -310,4 +318,31 @@ arn = "{name}"
 retry_policy = {{ maximum_retry_attempts = {retries}, maximum_event_age_in_seconds = 3600, base_delay_ms = 10, max_delay_ms = 50 }}
 "#
     )
+}
+
+/// Reads one response (headers and a `content-length` body) from a kept-alive connection.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        buf.extend_from_slice(&body);
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("no response in time");
+    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -130,11 +130,15 @@ impl ConnTask {
             let ping_due = last_rx + self.config.ping_after_silence;
             let dead_at = ping_sent.map(|p| p + self.config.pong_timeout);
             let wake = dead_at.unwrap_or(ping_due);
+            // Biased, the socket before the timer: a frame that arrived while this task waited
+            // for the CPU proves the socket alive, and a late wake-up must not call it dead.
             let msg = tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => {
                     self.close_and_drain(&mut ws).await;
                     return CloseReason::Cancelled;
                 }
+                m = ws.next() => m,
                 () = tokio::time::sleep_until(wake) => {
                     if dead_at.is_some() {
                         return CloseReason::Watchdog;
@@ -145,7 +149,6 @@ impl ConnTask {
                     ping_sent = Some(Instant::now());
                     continue;
                 }
-                m = ws.next() => m,
             };
             let text = match msg {
                 None => return CloseReason::Dropped("end of stream".into()),
