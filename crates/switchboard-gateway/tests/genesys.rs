@@ -44,13 +44,7 @@ notifications = {{ topics = ["v2.users.{{user}}.presence"], rollover_before_expi
 
     // Wait until every user's topic is live.
     let deadline = Instant::now() + WAIT;
-    while fake
-        .connected_channels()
-        .iter()
-        .map(|(_, n)| n)
-        .sum::<usize>()
-        < 5
-    {
+    while fake.topic_counts().iter().sum::<usize>() < 5 {
         assert!(Instant::now() < deadline, "source never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

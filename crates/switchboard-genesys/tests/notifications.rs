@@ -203,14 +203,7 @@ async fn shards_2500_topics_over_3_channels() {
     )
     .await;
     r.wait_connected().await;
-    let mut counts: Vec<usize> = r
-        .fake
-        .connected_channels()
-        .iter()
-        .map(|(_, n)| *n)
-        .collect();
-    counts.sort();
-    assert_eq!(counts, vec![500, 1000, 1000]);
+    assert_eq!(r.fake.topic_counts(), [500, 1000, 1000]);
     assert_eq!(r.handle.shard_count(), 3);
     assert_eq!(
         r.handle.channels().iter().map(|c| c.topics).sum::<usize>(),
@@ -323,20 +316,10 @@ async fn new_users_are_picked_up_without_losing_events() {
     assert!(r.sink.wait_all(&ids, WAIT).await);
     // "2 shards, 2 connected" can hold while shard 0 still rolls (its old channel counts too), so
     // wait for the fake to have dropped the old socket rather than trust the stream outlasting it.
-    let counts = || {
-        let mut c: Vec<usize> = r
-            .fake
-            .connected_channels()
-            .iter()
-            .map(|(_, n)| *n)
-            .collect();
-        c.sort();
-        c
-    };
     assert!(
-        r.fake.wait_for(WAIT, |_| counts() == [2, 12]).await,
+        r.fake.wait_for(WAIT, |f| f.topic_counts() == [2, 12]).await,
         "14 users over channels of 12, the stayers kept in place: {:?}",
-        counts()
+        r.fake.topic_counts()
     );
     let ids = r
         .stream(&presence(&added), 5, Duration::from_millis(1))
@@ -496,17 +479,10 @@ async fn no_longer_subscribed_creates_a_new_channel_and_resubscribes() {
     r.wait_connected().await;
     // The client closes the old socket without waiting for the server, so the fake may still
     // list it for a moment while the new channel is already up.
-    let counts = || -> Vec<usize> {
-        r.fake
-            .connected_channels()
-            .iter()
-            .map(|(_, n)| *n)
-            .collect()
-    };
     assert!(
-        r.fake.wait_for(WAIT, |_| counts() == [10]).await,
+        r.fake.wait_for(WAIT, |f| f.topic_counts() == [10]).await,
         "{:?}",
-        counts()
+        r.fake.topic_counts()
     );
     let gaps = r.handle.gaps();
     assert!(gaps[0].reason.contains("no_longer_subscribed"), "{gaps:?}");

@@ -260,6 +260,13 @@ impl Fake {
         v
     }
 
+    /// The topic counts of [`connected_channels`](Fake::connected_channels), smallest first.
+    pub fn topic_counts(&self) -> Vec<usize> {
+        let mut counts: Vec<usize> = self.connected_channels().iter().map(|(_, n)| *n).collect();
+        counts.sort();
+        counts
+    }
+
     pub fn channel_count(&self) -> usize {
         self.lock().channels.len()
     }
