@@ -219,6 +219,106 @@ impl ConnTask {
 mod tests {
     use super::*;
 
+    /// A pong that is already in the socket when the task wakes after its pong deadline keeps
+    /// the socket alive. The runtime's only thread is blocked from the moment the server has the
+    /// ping until well past the deadline, with the pong sent meanwhile; an unbiased `select!`
+    /// would then pick the expired timer in one wake-up of three, and twelve rounds make that
+    /// all but certain to show.
+    #[test]
+    fn a_pong_read_late_beats_an_expired_pong_timer() {
+        const ROUNDS: usize = 12;
+        let pong_timeout = Duration::from_millis(100);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // Server → client runtime: "a ping arrived". Client → server: "blocked now, answer".
+        // Server → client: "the pong is sent".
+        let (got_ping_tx, mut got_ping_rx) = mpsc::unbounded_channel::<()>();
+        let (answer_tx, answer_rx) = std::sync::mpsc::channel::<()>();
+        let (answered_tx, answered_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let mut pings = 0;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.to_text().is_ok_and(|t| t.contains("ping")) {
+                        pings += 1;
+                        if got_ping_tx.send(()).is_err() || answer_rx.recv().is_err() {
+                            break;
+                        }
+                        let pong = include_str!("../../tests/data/pong.json");
+                        ws.send(Message::text(pong)).await.unwrap();
+                        if answered_tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                }
+                pings
+            })
+        });
+
+        let config = NotificationConfig {
+            ping_after_silence: Duration::from_millis(50),
+            pong_timeout,
+            ..NotificationConfig::new(Vec::new())
+        };
+        let (events, _events_rx) = mpsc::channel(8);
+        let (notify, mut notify_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = ConnTask {
+            id: 1,
+            uri: format!("ws://{addr}/"),
+            config: Arc::new(config),
+            shared: Arc::new(Shared::default()),
+            events,
+            notify,
+            cancel: cancel.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            tokio::spawn(task.run());
+            for round in 0..ROUNDS {
+                tokio::select! {
+                    got = got_ping_rx.recv() => assert!(got.is_some(), "server gone"),
+                    ev = notify_rx.recv() => match ev {
+                        Some(ConnEvent::Connected { .. }) => {
+                            // Not a round: wait for the ping again.
+                            got_ping_rx.recv().await.expect("server gone");
+                        }
+                        Some(ConnEvent::Closed { reason, .. }) => {
+                            panic!("socket called dead in round {round}: {reason:?}")
+                        }
+                        _ => panic!("unexpected connection event in round {round}"),
+                    },
+                }
+                // The ping is out, so its deadline is at most `pong_timeout` from now. Block this
+                // runtime's thread (the task cannot run) until the pong is in our socket and the
+                // deadline has passed: the task then wakes with both ready.
+                answer_tx.send(()).unwrap();
+                answered_rx.recv().unwrap();
+                std::thread::sleep(pong_timeout + Duration::from_millis(50));
+            }
+            // Every round's pong was taken: the socket is still open, nothing was closed.
+            assert!(
+                !matches!(notify_rx.try_recv(), Ok(ConnEvent::Closed { .. })),
+                "socket closed after the last round"
+            );
+            cancel.cancel();
+        });
+        // The socket closes with the runtime, which ends the server's loop.
+        drop(rt);
+        assert!(server.join().unwrap() >= ROUNDS);
+    }
+
     #[test]
     fn frames() {
         let check = |text: &str, expected: Frame| assert_eq!(classify(text), expected, "{text}");
