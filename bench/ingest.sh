@@ -32,14 +32,7 @@ BASE=target/release/bench-baseline
 # A corpus larger than any run can use, so every request in (a) is a new event.
 EVENTS=${EVENTS:-400000}
 echo "generating $EVENTS signed events"
-"$SB" simulate --secret="$SECRET" --events "$EVENTS" --out "$WORK/corpus.jsonl" 2>/dev/null
-python3 - "$WORK/corpus.jsonl" "$WORK/corpus.tsv" <<'PY'
-import json, sys
-with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
-    for line in src:
-        r = json.loads(line)
-        dst.write(r["headers"]["x-hub-signature-256"] + "\t" + r["body"] + "\n")
-PY
+make_corpus "$SB" "$SECRET" "$EVENTS" "$WORK/corpus.tsv"
 
 bench_config "$WORK/sb.toml" $PORT_SB "$WORK/data" "$SECRET"
 
