@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Closed-loop A/B of two switchboard binaries (BENCHMARKS.md, "2026-12-07 21:42–23:00"): for each
+# Closed-loop A/B of two switchboard binaries (BENCHMARKS.md, "2026-12-07 21:42–22:35"): for each
 # of PAIRS pairs, a fresh `serve` of A then of B (the (a) setup of bench/ingest.sh: durable
 # store, file target, pinned to CPU 0) takes `wrk` at CONNS connections for SECS seconds (on
 # CPU 1). Prints requests/s, the server's CPU per request, how CPU 0 spent the run (busy, idle,
