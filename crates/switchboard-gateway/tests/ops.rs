@@ -65,10 +65,8 @@ async fn zero_config_generates_a_secret_once_and_writes_events_jsonl() {
     let file = dir.path().join("events.jsonl");
     let deadline = Instant::now() + WAIT;
     let line = loop {
-        if let Ok(text) = std::fs::read_to_string(&file)
-            && let Some(l) = text.lines().next()
-        {
-            break l.to_string();
+        if let Some(l) = written_lines(&file).into_iter().next() {
+            break l;
         }
         assert!(Instant::now() < deadline, "events.jsonl never got a line");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -293,14 +293,14 @@ auth = {{ scheme = "hub-signature-256", secrets = ["{SECRET}"] }}
     )
 }
 
-/// One http target `name` at `url` with a catch-all rule and a fast retry policy.
-/// An HTTP target and a catch-all rule to it. The 10 s timeout is long enough that a loaded
-/// machine's slow reply is not retried (a duplicate would break the tests that count arrivals);
-/// tests of the timeout itself use [`http_route_timeout`].
+/// One http target `name` at `url` with a catch-all rule and a fast retry policy. Its 10 s
+/// timeout is long enough that a loaded machine's slow reply is not retried (a duplicate would
+/// break the tests that count arrivals); tests of the timeout itself use [`http_route_timeout`].
 pub fn http_route(name: &str, url: &str, retries: u32) -> String {
     http_route_timeout(name, url, retries, 10)
 }
 
+/// [`http_route`] with the target's timeout in seconds.
 pub fn http_route_timeout(name: &str, url: &str, retries: u32, timeout_secs: u32) -> String {
     format!(
         r#"
