@@ -2,8 +2,9 @@
 //!
 //! Reads `$CITYLOTS` (default `/work/shared/data/citylots-synthetic.jlines.gz`)
 //! and `$CITYLOTS_RULES` (default `/work/shared/data/citylots-rulesets.json`),
-//! keeps every line in memory, and for each rule set runs one warm-up pass and
-//! three timed passes on one thread per engine. Per-rule match counts must
+//! keeps every line in memory, and for each rule set runs one warm-up pass per
+//! engine, then five timed passes each on one thread, the engines taking turns
+//! (ours, quamina, ours…) so that host drift hits both. Per-rule match counts must
 //! equal the table in `event-patterns.md` §4. Then measures how throughput
 //! scales from 5 to 5,000 exact and prefix rules.
 //!
@@ -28,7 +29,7 @@ const EXPECTED: &[(&str, &[u64])] = &[
     ("NUMERIC5", &[165144, 133843, 10550, 213068, 19712]),
 ];
 
-const PASSES: usize = 3;
+const PASSES: usize = 5;
 
 struct Stats {
     best: f64,
@@ -36,17 +37,34 @@ struct Stats {
 }
 
 fn time_passes(lines: &[Vec<u8>], mut pass: impl FnMut(&[Vec<u8>])) -> Stats {
-    pass(lines); // warm-up
-    let mut rates = Vec::new();
-    for _ in 0..PASSES {
-        let start = Instant::now();
+    time_interleaved(lines, &mut [&mut pass]).remove(0)
+}
+
+/// Times the engines' passes in turns (A, B, A, B…) after one warm-up pass
+/// each, so that a host whose speed drifts over seconds (this benchmark's
+/// usual one) slows both alike instead of whichever ran second.
+/// One timed pass of an engine over every line.
+type Pass<'a> = &'a mut dyn FnMut(&[Vec<u8>]);
+
+fn time_interleaved(lines: &[Vec<u8>], passes: &mut [Pass<'_>]) -> Vec<Stats> {
+    for pass in passes.iter_mut() {
         pass(lines);
-        rates.push(lines.len() as f64 / start.elapsed().as_secs_f64());
     }
-    Stats {
-        best: rates.iter().cloned().fold(0.0, f64::max),
-        mean: rates.iter().sum::<f64>() / rates.len() as f64,
+    let mut rates = vec![Vec::new(); passes.len()];
+    for _ in 0..PASSES {
+        for (pass, rates) in passes.iter_mut().zip(&mut rates) {
+            let start = Instant::now();
+            pass(lines);
+            rates.push(lines.len() as f64 / start.elapsed().as_secs_f64());
+        }
     }
+    rates
+        .iter()
+        .map(|r| Stats {
+            best: r.iter().cloned().fold(0.0, f64::max),
+            mean: r.iter().sum::<f64>() / r.len() as f64,
+        })
+        .collect()
 }
 
 fn build(patterns: &[String]) -> Matcher {
@@ -142,13 +160,13 @@ fn main() {
             *expected,
             "{name}: our counts differ from the reference table"
         );
-        let ours = time_passes(&lines, |lines| {
+        let mut ours_pass = |lines: &[Vec<u8>]| {
             let mut total = 0u64;
             for line in lines {
                 let _ = m.for_each_match_json(line, &mut scratch, |_, _| total += 1);
             }
             std::hint::black_box(total);
-        });
+        };
 
         let mut q = quamina::Quamina::<usize>::new();
         let supported = std::env::var("CITYLOTS_NO_QUAMINA").is_err()
@@ -156,7 +174,7 @@ fn main() {
                 .iter()
                 .enumerate()
                 .all(|(i, p)| q.add_pattern(i, p).is_ok());
-        let theirs = if supported {
+        let (ours, theirs) = if supported {
             let mut qcounts = vec![0u64; patterns.len()];
             for line in &lines {
                 for i in q.matches_for_event(line).expect("quamina event") {
@@ -164,15 +182,18 @@ fn main() {
                 }
             }
             assert_eq!(&qcounts[..], *expected, "{name}: quamina counts differ");
-            Some(time_passes(&lines, |lines| {
+            let mut theirs_pass = |lines: &[Vec<u8>]| {
                 let mut total = 0usize;
                 for line in lines {
                     total += q.matches_for_event(line).map(|v| v.len()).unwrap_or(0);
                 }
                 std::hint::black_box(total);
-            }))
+            };
+            let mut stats = time_interleaved(&lines, &mut [&mut ours_pass, &mut theirs_pass]);
+            let theirs = stats.pop();
+            (stats.remove(0), theirs)
         } else {
-            None
+            (time_passes(&lines, ours_pass), None)
         };
         let counts_text = counts
             .iter()

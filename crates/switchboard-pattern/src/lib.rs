@@ -60,10 +60,17 @@
 //!
 //! [`Matcher::matches_json`] scans the event bytes directly and reads only
 //! the paths some rule mentions; other subtrees are skipped by counting
-//! brackets (SIMD on x86_64). Read values are fully checked, skipped ones
-//! only structurally (balanced brackets, terminated strings), so some
-//! malformed events are matched instead of rejected. Duplicate keys in an
-//! event are all seen (a `serde_json::Value` keeps the last one).
+//! brackets (SIMD on x86_64). Where a skipped object or array lies outside
+//! any array and no quote from there to the end of the event starts a key
+//! segment some rule mentions (GeoJSON coordinates after the last property
+//! a rule uses, an envelope's `detail` when rules only look at
+//! `detail-type`), the walk ends there instead: nothing after it could
+//! reach a rule. Read values are fully checked, skipped ones only
+//! structurally (balanced brackets, terminated strings), and what follows
+//! such an end not at all, so malformed events may be matched instead of
+//! rejected: validate events first where that matters (the gateway does at
+//! ingest). Duplicate keys in an event are all seen, the end included (a
+//! `serde_json::Value` keeps the last one).
 //! [`Matcher::matches_value`] walks an already parsed event.
 //!
 //! # Input transformation

@@ -32,7 +32,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use crate::error::EventError;
-use crate::json::{Cursor, Literal, unescape};
+use crate::json::{Cursor, Literal, quote_masks, unescape};
 use crate::pattern::{AnythingBut, Cond, Pattern, Scalar};
 use crate::value::{
     Cidr, NumKey, Range, Wildcard, bytes_eq, ends_with, fold_bytes_into, fold_into,
@@ -62,6 +62,10 @@ pub struct Matcher {
     nodes: Vec<PathNode>,
     free_nodes: Vec<u32>,
     node_by_path: FxHashMap<Box<str>, u32>,
+    /// Every path segment some rule mentions: an event key can reach a path
+    /// node only if its first dot-separated segment is one of these (see
+    /// `first_key_ahead`).
+    segments: Segments,
     /// Branches without required slots (only `exists: false` fields, or
     /// empty): candidates for every event.
     always: Vec<u32>,
@@ -183,6 +187,73 @@ impl PathNode {
 
     fn has_children(&self) -> bool {
         !self.edges.is_empty()
+    }
+}
+
+/// The path segments rules mention, counted by the interned paths holding
+/// them, with what a quick test of event bytes needs.
+#[derive(Debug, Default)]
+struct Segments {
+    count: FxHashMap<Box<[u8]>, u32>,
+    /// Number of distinct segments by first byte: most bytes after a quote
+    /// start none, and are turned down by one load.
+    by_first: Vec<u32>,
+    /// Longest segment ever added (removals leave it high, which only
+    /// lengthens the search for a segment's end).
+    max_len: usize,
+}
+
+impl Segments {
+    fn add(&mut self, segment: &[u8]) {
+        let n = self.count.entry(segment.into()).or_insert(0);
+        *n += 1;
+        if *n == 1
+            && let Some(&first) = segment.first()
+        {
+            self.by_first.resize(256, 0);
+            self.by_first[usize::from(first)] += 1;
+            self.max_len = self.max_len.max(segment.len());
+        }
+    }
+
+    fn remove(&mut self, segment: &[u8]) {
+        let Some(n) = self.count.get_mut(segment) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.count.remove(segment);
+            if let Some(&first) = segment.first() {
+                self.by_first[usize::from(first)] -= 1;
+            }
+        }
+    }
+
+    /// Whether some rule mentions the empty key, which any quote could
+    /// start.
+    fn has_empty(&self) -> bool {
+        self.count.contains_key(&b""[..])
+    }
+
+    /// Whether the bytes at `at` spell a segment followed by a quote or a
+    /// dot: the start of a key whose first segment rules mention.
+    #[inline]
+    fn starts_at(&self, b: &[u8], at: usize) -> bool {
+        let Some(&first) = b.get(at) else {
+            return false;
+        };
+        if self
+            .by_first
+            .get(usize::from(first))
+            .is_none_or(|&n| n == 0)
+        {
+            return false;
+        }
+        let window = &b[at..b.len().min(at + self.max_len + 1)];
+        let Some(end) = window.iter().position(|&c| c == b'"' || c == b'.') else {
+            return false;
+        };
+        self.count.contains_key(&window[..end])
     }
 }
 
@@ -872,6 +943,7 @@ impl Matcher {
             nodes: Vec::new(),
             free_nodes: Vec::new(),
             node_by_path: FxHashMap::default(),
+            segments: Segments::default(),
             always: Vec::new(),
         };
         m.nodes.push(PathNode::default());
@@ -1039,6 +1111,7 @@ impl Matcher {
         // quadratic in the path length.
         let segments: Vec<&str> = path.split('.').collect();
         for (k, segment) in segments.iter().enumerate() {
+            self.segments.add(segment.as_bytes());
             let to = ids[k + 1];
             self.nodes[ids[k] as usize].add_edge(segment.as_bytes(), to);
             if k > 0 {
@@ -1046,6 +1119,54 @@ impl Matcher {
             }
         }
         ids[ids.len() - 1]
+    }
+
+    /// A position at or before the first string from `from` on that could
+    /// be an event key reaching some path node, or `b.len()` if there is
+    /// none. A key reaches a node only through an edge, so its first
+    /// dot-separated segment is one rules mention. Every quote is tried as
+    /// the start of such a key (pairing them into strings would cost a
+    /// scan of each), so a value, or the bytes after a closing quote,
+    /// spelling a segment only makes the answer earlier; so does any
+    /// backslash, since an escaped key could spell one.
+    fn first_key_ahead(&self, b: &[u8], from: usize) -> usize {
+        if self.segments.has_empty() {
+            return from;
+        }
+        let mut j = from;
+        while j < b.len() {
+            let mut padded = [b' '; 16];
+            let chunk = match b.get(j..j + 16).and_then(|c| c.first_chunk::<16>()) {
+                Some(chunk) => chunk,
+                None => {
+                    let tail = &b[j..];
+                    padded[..tail.len()].copy_from_slice(tail);
+                    &padded
+                }
+            };
+            let (mut quotes, slashes) = quote_masks(chunk);
+            if slashes != 0 {
+                return j;
+            }
+            if quotes == 0 {
+                // A run without strings (numbers, GeoJSON coordinates) is
+                // likely to go on: hand it to `memchr`'s wider loop.
+                j = b
+                    .get(j + 16..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    .map_or(b.len(), |k| j + 16 + k);
+                continue;
+            }
+            while quotes != 0 {
+                let q = j + quotes.trailing_zeros() as usize;
+                if self.segments.starts_at(b, q + 1) {
+                    return q;
+                }
+                quotes &= quotes - 1;
+            }
+            j += 16;
+        }
+        b.len()
     }
 
     /// The node reached from `node` by event key `key`: one edge, or when
@@ -1085,6 +1206,9 @@ impl Matcher {
     }
 
     fn release_path(&mut self, path: &str) {
+        for segment in path.split('.') {
+            self.segments.remove(segment.as_bytes());
+        }
         let bounds = Self::boundaries(path);
         let ids: Vec<u32> = std::iter::once(0)
             .chain(
@@ -1180,13 +1304,10 @@ impl Matcher {
                 Err(_) => Err(c.err("expected a JSON object")),
             };
         }
-        let mut w = JsonWalk {
-            m: self,
-            s: scratch,
-        };
+        let mut w = JsonWalk::new(self, scratch);
         w.object(&mut c, 0, 0)?;
         c.ws();
-        if c.i != event.len() {
+        if c.i != event.len() && !w.stopped {
             return Err(c.err("trailing characters after the event"));
         }
         self.finish(scratch);
@@ -1196,10 +1317,7 @@ impl Matcher {
     fn run_value(&self, event: &Value, scratch: &mut Scratch) {
         scratch.begin(self);
         if let Value::Object(map) = event {
-            let mut w = JsonWalk {
-                m: self,
-                s: scratch,
-            };
+            let mut w = JsonWalk::new(self, scratch);
             for (k, v) in map {
                 if let Some(child) = self.child(0, k.as_bytes()) {
                     w.value_tree(child, v);
@@ -1301,9 +1419,39 @@ fn compatible(s: &Scratch, a: u32, b: u32) -> bool {
 struct JsonWalk<'m, 's> {
     m: &'m Matcher,
     s: &'s mut Scratch,
+    /// Set when the rest of the event was found to hold no key any rule
+    /// mentions: every enclosing object returns at once, unread.
+    stopped: bool,
+    /// `Matcher::first_key_ahead` from `scan_from` answered `key_at`; a
+    /// later question from a position in between has the same answer, so
+    /// each byte of the event is scanned at most once.
+    scan_from: usize,
+    key_at: usize,
 }
 
-impl JsonWalk<'_, '_> {
+impl<'m, 's> JsonWalk<'m, 's> {
+    fn new(m: &'m Matcher, s: &'s mut Scratch) -> Self {
+        Self {
+            m,
+            s,
+            stopped: false,
+            scan_from: usize::MAX,
+            key_at: 0,
+        }
+    }
+
+    /// Whether nothing from the cursor to the end of the event can reach a
+    /// path node, so the walk may stop here. Only asked outside arrays: an
+    /// enclosing array's later elements may be bare leaves, which no key
+    /// announces.
+    fn nothing_ahead(&mut self, c: &Cursor<'_>) -> bool {
+        if !(self.scan_from <= c.i && c.i <= self.key_at) {
+            self.scan_from = c.i;
+            self.key_at = self.m.first_key_ahead(c.b, c.i);
+        }
+        self.key_at == c.b.len()
+    }
+
     /// Records a leaf at `node` and runs it through the node's index.
     #[inline]
     fn leaf(&mut self, node: u32, v: Leaf<'_>) {
@@ -1391,7 +1539,25 @@ impl JsonWalk<'_, '_> {
             c.expect(b':', "expected ':'")?;
             c.ws();
             match child {
-                Some(child) => self.value(c, child, depth + 1)?,
+                Some(child) => {
+                    self.value(c, child, depth + 1)?;
+                    if self.stopped {
+                        return Ok(());
+                    }
+                }
+                // Skipping a container costs a scan of all of it; when no
+                // key ahead can matter (GeoJSON coordinates after the last
+                // mentioned property, say), a search for quotes ends the
+                // walk for less. Duplicate and dotted keys ahead are still
+                // seen: they would be found by that search.
+                None if matches!(c.peek(), Some(b'{' | b'['))
+                    && self.s.trail_stack.is_empty()
+                    && self.nothing_ahead(c) =>
+                {
+                    c.i = c.b.len();
+                    self.stopped = true;
+                    return Ok(());
+                }
                 None => c.skip_value()?,
             }
             c.ws();

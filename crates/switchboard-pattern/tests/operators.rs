@@ -586,7 +586,8 @@ fn invalid_events() {
         b"{\"a\":1} x",
         b"{\"a\":tru}",
         b"{\"a\":\"\\q\"}",
-        b"{\"b\":[1,2}",
+        // A key a rule mentions follows the broken array, so it is walked.
+        b"{\"b\":[1,2,\"a\":1}",
         b"{\"a\":01}",
     ] {
         assert!(
@@ -600,6 +601,56 @@ fn invalid_events() {
         switchboard_pattern::EventError::NotAnObject
     );
     assert!(m.matches_value(&serde_json::json!([1])).is_empty());
+}
+
+#[test]
+fn the_walk_stops_only_where_no_key_ahead_can_matter() {
+    let mut m = Matcher::new();
+    m.add_rule(
+        "r",
+        &Pattern::parse(r#"{"a":{"x":[1]}}"#, &Limits::default()).unwrap(),
+    );
+    let matched = |event: &str| m.matches_json(event.as_bytes()).unwrap() == vec!["r"];
+    // Each key that reaches a.x sits after a skipped container, so each
+    // would be lost by a walk that stopped there.
+    assert!(matched(r#"{"b":[0],"a":{"x":1}}"#));
+    assert!(matched(r#"{"a":{"x":0},"b":{"c":[2]},"a":{"x":1}}"#)); // duplicate key
+    assert!(matched(r#"{"b":{"a":2},"a.x":1}"#)); // dotted key
+    assert!(matched(r#"{"a":{"b":[0],"x.y":0,"x":1}}"#)); // dotted spelling of a sibling
+    assert!(matched(r#"{"b":[0],"a":{"x":1}}"#)); // escaped key
+    assert!(matched(r#"{"a":{"q":{"r":[]},"x":1}}"#));
+    // Under an array, later elements may be bare values, announced by no key
+    // (the second rule makes the walk enter the array's objects).
+    let mut arr = Matcher::new();
+    for (name, p) in [("r", r#"{"a":[1]}"#), ("s", r#"{"a":{"b":[2]}}"#)] {
+        arr.add_rule(name, &Pattern::parse(p, &Limits::default()).unwrap());
+    }
+    assert_eq!(
+        arr.matches_json(br#"{"a":[{"c":[0]},1]}"#).unwrap(),
+        vec!["r"]
+    );
+    // A segment stays known while any rule still uses it.
+    let mut shared = Matcher::new();
+    for (name, p) in [
+        ("x", r#"{"a":{"x":[1]}}"#),
+        ("y", r#"{"a":{"y":[2]}}"#),
+        ("x2", r#"{"a":{"x":[3]}}"#),
+    ] {
+        shared.add_rule(name, &Pattern::parse(p, &Limits::default()).unwrap());
+    }
+    assert!(shared.remove_rule("y"));
+    assert!(shared.remove_rule("x2"));
+    assert_eq!(
+        shared
+            .matches_json(br#"{"b":[0],"a":{"q":[0],"x":1}}"#)
+            .unwrap(),
+        vec!["x"]
+    );
+    // Nothing ahead can matter: the rest is not read, so not checked either.
+    assert!(!matched(r#"{"a":{"x":0},"b":[1,2}"#));
+    assert!(matched(
+        r#"{"a":{"x":1},"geometry":{"coordinates":[[1,2],[3"#
+    ));
 }
 
 #[test]

@@ -87,6 +87,21 @@ fn test_pattern_reads_files_and_rejects_invalid_input() {
         "{}",
         stderr(&o)
     );
+    // Broken only after the last key the pattern uses: the matcher stops
+    // before it, the command still refuses the event.
+    let o = run(&[
+        "test-pattern",
+        "--event-pattern",
+        r#"{"a":["x"]}"#,
+        "--event",
+        r#"{"a":"x","b":[1,2}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).starts_with("InvalidEventPatternException: Event is not valid"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

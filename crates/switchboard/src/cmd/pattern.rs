@@ -98,6 +98,12 @@ pub fn test_pattern(args: &TestPatternArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(INVALID));
         }
     };
+    // The matcher reads only what rules can use, so it does not reject every
+    // malformed event; AWS does, so the whole text is checked first.
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&event_text) {
+        eprintln!("InvalidEventPatternException: Event is not valid: {e}");
+        return Ok(ExitCode::from(INVALID));
+    }
     match pattern.matches_json(event_text.as_bytes()) {
         Ok(result) => {
             println!("{{\n    \"Result\": {result}\n}}");
