@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pattern matching on the gateway's own envelopes (BENCHMARKS.md, "2026-12-08 00:10–01:10"):
+# Pattern matching on the gateway's own envelopes (BENCHMARKS.md, "2026-12-07 23:50 – 2026-12-08 00:17"):
 # `switchboard serve` (the bench/ingest.sh setup: one catch-all rule to a file target) takes
 # EVENTS simulated Genesys events, and the envelopes its file target writes are then streamed
 # through `switchboard match` by each given binary, ROUNDS times in turns (A, B, A, B…), with two
