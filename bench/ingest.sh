@@ -119,13 +119,14 @@ metrics "$WORK/m1.txt"
 IO1=$(io_bytes $SPID); CPU1=$(cpu_ticks $SPID)
 echo "open loop: $(( (IO1 - IO0) / N )) bytes written to disk and $(( (CPU1 - CPU0) * 10000 / N )) us of CPU per event"
 # Where the open-loop latency goes, from the server's own histograms (difference over the run):
-# time in the ingest handler, and time per store commit (one fsync each).
+# time in the ingest handler, the part of it spent waiting for the store's answer (queued
+# behind other commits, then its own), and time per store commit (one fsync each).
 python3 - "$WORK/m0.txt" "$WORK/m1.txt" <<'PY'
 import re, sys
 def load(path):
     h = {}
     for line in open(path):
-        m = re.match(r'(switchboard_(?:ingest_ack|store_commit)_seconds)_bucket\{(?:.*,)?le="([^"]+)"\} (\S+)', line)
+        m = re.match(r'(switchboard_(?:ingest_ack|store_ingest_wait|store_commit)_seconds)_bucket\{(?:.*,)?le="([^"]+)"\} (\S+)', line)
         if m:
             name, le, v = m.group(1), m.group(2), float(m.group(3))
             h.setdefault(name, {}).setdefault(le, 0.0)

@@ -103,6 +103,12 @@ async fn health_ready_metrics() {
     assert!(text.contains("switchboard_ingest_requests_total"), "{text}");
     assert!(text.contains("outcome=\"accepted\""), "{text}");
     assert!(text.contains("outcome=\"unauthorized\""), "{text}");
+    // The accepted event waited for the store's answer, and that wait is on record.
+    let waits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_store_ingest_wait_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(waits.is_some_and(|n| n >= 1.0), "{text}");
     // Unknown paths get a JSON 404.
     let (s, v) = gw.get("/nope").await;
     assert_eq!(s, 404);

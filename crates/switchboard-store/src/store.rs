@@ -46,6 +46,13 @@ pub struct Store {
 
 struct Inner {
     ingest_tx: SyncSender<IngestCmd>,
+    /// `switchboard_store_ingest_wait_seconds`: from handing an ingest to the writer until the
+    /// waiting task has the answer. It shows next to `switchboard_store_commit_seconds`, which
+    /// times a commit only once it starts, what comes before and after: the queue behind the
+    /// commit in flight, the writer's turn on the CPU, and the task's next turn on the runtime
+    /// once answered. Registered once: a lookup per event would cost the hot path a hash and a
+    /// lock.
+    ingest_wait: metrics::Histogram,
     tx: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
     readers: Arc<Readers>,
@@ -422,6 +429,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 ingest_tx,
+                ingest_wait: metrics::histogram!("switchboard_store_ingest_wait_seconds"),
                 tx,
                 shared,
                 readers,
@@ -533,12 +541,17 @@ impl Store {
     /// Hands the event to the ingest writer and waits for its answer.
     async fn submit(&self, ev: NewEvent) -> Result<IngestOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
+        let started = std::time::Instant::now();
         match self.inner.ingest_tx.try_send(IngestCmd::Ingest(ev, reply)) {
             Ok(()) => {}
             Err(StdTrySendError::Full(_)) => return Err(StoreError::Busy),
             Err(StdTrySendError::Disconnected(_)) => return Err(self.closed_error()),
         }
-        self.await_reply(rx).await
+        let answer = self.await_reply(rx).await;
+        self.inner
+            .ingest_wait
+            .record(started.elapsed().as_secs_f64());
+        answer
     }
 
     /// The id of the event that claimed `key`, if that claim is committed, still open at
