@@ -89,18 +89,67 @@ fn chunk_masks_portable(chunk: &[u8]) -> (u32, u32, u32) {
     out
 }
 
+/// The [`CHUNK`] bytes at `j`. The last bytes of an event are copied into
+/// `padded` (spaces, which no scanner looks for), so the end of every event
+/// is not walked byte by byte.
+#[inline]
+fn chunk_at<'a>(b: &'a [u8], j: usize, padded: &'a mut [u8; CHUNK]) -> &'a [u8; CHUNK] {
+    if let Some(chunk) = b.get(j..j + CHUNK).and_then(|c| c.first_chunk::<CHUNK>()) {
+        return chunk;
+    }
+    let tail = b.get(j..).unwrap_or_default();
+    padded[..tail.len()].copy_from_slice(tail);
+    padded
+}
+
+/// Position of the first quote at or after `from` for which `is_key` accepts
+/// the position after it, or `b.len()` if there is none. A backslash stops
+/// the search early, at the start of its chunk: an escaped string can spell
+/// anything. Runs without quotes go to `memchr`'s wider loop, which is what
+/// makes this cheaper than walking what it passes over (GeoJSON coordinates).
+pub(crate) fn first_quote_where(
+    b: &[u8],
+    from: usize,
+    mut is_key: impl FnMut(usize) -> bool,
+) -> usize {
+    let mut j = from;
+    while j < b.len() {
+        let mut padded = [b' '; CHUNK];
+        let (mut quotes, slashes) = quote_masks(chunk_at(b, j, &mut padded));
+        if slashes != 0 {
+            return j;
+        }
+        if quotes == 0 {
+            j = b
+                .get(j + CHUNK..)
+                .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                .map_or(b.len(), |k| j + CHUNK + k);
+            continue;
+        }
+        while quotes != 0 {
+            let q = j + quotes.trailing_zeros() as usize;
+            if is_key(q + 1) {
+                return q;
+            }
+            quotes &= quotes - 1;
+        }
+        j += CHUNK;
+    }
+    b.len()
+}
+
 /// Bit masks (bit `i` for `chunk[i]`) of quotes and backslashes in a
 /// 16-byte chunk.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) fn quote_masks(chunk: &[u8; 16]) -> (u32, u32) {
+fn quote_masks(chunk: &[u8; 16]) -> (u32, u32) {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
     // SAFETY: SSE2 is part of the x86_64 baseline; `chunk` holds 16 bytes
     // and the load is unaligned. Measured necessary: this is the whole cost
-    // of the matcher's search for keys ahead (see `Matcher::first_key_ahead`),
-    // which replaced a scan of every string for subtrees without keys.
+    // of `first_quote_where`, whose early end of the matcher's walk beat
+    // skipping the rest of the event (BENCHMARKS.md, "Pattern engine").
     unsafe {
         let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
         let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)));
@@ -112,7 +161,7 @@ pub(crate) fn quote_masks(chunk: &[u8; 16]) -> (u32, u32) {
 /// Portable version of the x86_64 SSE2 `quote_masks`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-pub(crate) fn quote_masks(chunk: &[u8; 16]) -> (u32, u32) {
+fn quote_masks(chunk: &[u8; 16]) -> (u32, u32) {
     let mut out = (0u32, 0u32);
     for (i, &c) in chunk.iter().enumerate() {
         out.0 |= u32::from(c == b'"') << i;
@@ -360,18 +409,8 @@ impl<'a> Cursor<'a> {
             if depth > 0 {
                 (j, depth) = skip_run(b, j, depth);
             }
-            // The last bytes are copied into a space-padded chunk, so the
-            // end of every event is not walked byte by byte.
             let mut padded = [b' '; CHUNK];
-            let chunk = match b.get(j..j + CHUNK) {
-                Some(chunk) => chunk,
-                None => {
-                    let tail = &b[j..];
-                    padded[..tail.len()].copy_from_slice(tail);
-                    &padded[..]
-                }
-            };
-            let (quotes, opens, closes) = chunk_masks(chunk);
+            let (quotes, opens, closes) = chunk_masks(chunk_at(b, j, &mut padded));
             // Fast path, free of data-dependent branches: inside a container
             // full of numbers, chunks have no quote and cannot close it.
             if quotes == 0 {

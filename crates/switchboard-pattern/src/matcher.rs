@@ -32,7 +32,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use crate::error::EventError;
-use crate::json::{Cursor, Literal, quote_masks, unescape};
+use crate::json::{Cursor, Literal, first_quote_where, unescape};
 use crate::pattern::{AnythingBut, Cond, Pattern, Scalar};
 use crate::value::{
     Cidr, NumKey, Range, Wildcard, bytes_eq, ends_with, fold_bytes_into, fold_into,
@@ -1133,40 +1133,7 @@ impl Matcher {
         if self.segments.has_empty() {
             return from;
         }
-        let mut j = from;
-        while j < b.len() {
-            let mut padded = [b' '; 16];
-            let chunk = match b.get(j..j + 16).and_then(|c| c.first_chunk::<16>()) {
-                Some(chunk) => chunk,
-                None => {
-                    let tail = &b[j..];
-                    padded[..tail.len()].copy_from_slice(tail);
-                    &padded
-                }
-            };
-            let (mut quotes, slashes) = quote_masks(chunk);
-            if slashes != 0 {
-                return j;
-            }
-            if quotes == 0 {
-                // A run without strings (numbers, GeoJSON coordinates) is
-                // likely to go on: hand it to `memchr`'s wider loop.
-                j = b
-                    .get(j + 16..)
-                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-                    .map_or(b.len(), |k| j + 16 + k);
-                continue;
-            }
-            while quotes != 0 {
-                let q = j + quotes.trailing_zeros() as usize;
-                if self.segments.starts_at(b, q + 1) {
-                    return q;
-                }
-                quotes &= quotes - 1;
-            }
-            j += 16;
-        }
-        b.len()
+        first_quote_where(b, from, |at| self.segments.starts_at(b, at))
     }
 
     /// The node reached from `node` by event key `key`: one edge, or when

@@ -67,7 +67,9 @@ pub struct MatchArgs {
     /// Rules: a JSON object of name → pattern (object, or string holding one), or a JSON array.
     #[arg(long, value_name = "FILE")]
     pub rules: String,
-    /// Events, one JSON object per line: a file, a .gz file, or - for stdin.
+    /// Events, one JSON object per line: a file, a .gz file, or - for stdin. A line is read only
+    /// as far as the rules need, so one broken after the last key they could use is matched,
+    /// not counted invalid: validate the file first where that matters.
     #[arg(long, value_name = "FILE|-")]
     pub events: String,
 }
